@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class DjtasksConfig(AppConfig):
+    name = "djtasks"
+    verbose_name = "Tasks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from .conf import get_settings
+        from .registry import autodiscover
+
+        get_settings()  # a bad DJTASKS stops start-up here, naming the key
+        autodiscover()

@@ -1,0 +1,57 @@
+"""Brokers, chosen by ``DJTASKS['BROKER_URL']``; one module per broker."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlsplit, urlunsplit
+
+from ..conf import get_settings, on_reset
+from .base import Broker, DeadLetter, Delivery, Reaped
+
+__all__ = ["Broker", "DeadLetter", "Delivery", "Reaped", "get_broker", "redact_url"]
+
+_broker: Broker | None = None
+_broker_pid: int | None = None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs, banners, errors)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def make_broker(url: str, key_prefix: str) -> Broker:
+    """A new broker for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``cache://alias``)."""
+    from .redis import RedisBroker
+
+    scheme = urlsplit(url).scheme
+    if scheme == "cache":
+        from django_redis import get_redis_connection
+
+        parts = urlsplit(url)
+        alias = parts.netloc or parts.path.lstrip("/")
+        return RedisBroker(url, key_prefix=key_prefix, client=get_redis_connection(alias))
+    return RedisBroker(url, key_prefix=key_prefix)
+
+
+def get_broker() -> Broker:
+    """The broker of this process, made on first use (and again after a fork)."""
+    global _broker, _broker_pid
+    if _broker is None or _broker_pid != os.getpid():
+        s = get_settings()
+        _broker = make_broker(s.BROKER_URL, s.KEY_PREFIX)
+        _broker_pid = os.getpid()
+    return _broker
+
+
+@on_reset
+def reset_broker() -> None:
+    """Forget this process's broker (settings changed, or a child after fork)."""
+    global _broker
+    if _broker is not None and _broker_pid == os.getpid():
+        _broker.close()
+    _broker = None

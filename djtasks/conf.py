@@ -1,0 +1,205 @@
+"""The ``DJTASKS`` settings dict: defaults, validation, lazy reading (``get_settings()``).
+
+``settings.DJTASKS`` is read on first use and again whenever Django's
+``setting_changed`` signal says it changed (``override_settings`` in tests).
+Every key is documented in docs/settings.md. A wrong value raises
+``ImproperlyConfigured`` naming the key and what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+BROKER_SCHEMES = ("redis", "rediss", "unix", "cache")
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated DJTASKS settings; see docs/settings.md for each key."""
+
+    BROKER_URL: str = "redis://127.0.0.1:6379/0"
+    DEFAULT_QUEUE: str = "default"
+    ROUTES: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    ALWAYS_EAGER: bool = False
+    EAGER_PROPAGATES: bool = True
+    ENQUEUE_ON_COMMIT: bool = True
+    RESULT_EXPIRES: timedelta | None = timedelta(days=7)
+    KEY_PREFIX: str = "djtasks"
+    DEFAULT_PRIORITY: int = 0
+    PREFETCH_MULTIPLIER: int = 4
+    WORKER_LEASE: float = 30.0
+    TRACK_STARTED: bool = True
+    IGNORE_RESULT: bool = False
+    ACKS_LATE: bool = False
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _is_priority(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9
+
+
+# key -> (check, what is expected)
+_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "BROKER_URL": (lambda v: isinstance(v, str), "a URL string such as 'redis://127.0.0.1:6379/0'"),
+    "DEFAULT_QUEUE": (
+        lambda v: isinstance(v, str) and bool(QUEUE_NAME_RE.match(v)),
+        "a queue name of letters, digits and _.:- (1 to 200 characters)",
+    ),
+    "ROUTES": (lambda v: isinstance(v, Mapping), "a dict of task name or glob -> {'queue': name}"),
+    "ALWAYS_EAGER": (_is_bool, "True or False"),
+    "EAGER_PROPAGATES": (_is_bool, "True or False"),
+    "ENQUEUE_ON_COMMIT": (_is_bool, "True or False"),
+    "RESULT_EXPIRES": (
+        lambda v: v is None or isinstance(v, timedelta) or _is_positive_number(v),
+        "a timedelta, a number of seconds, or None (keep results forever)",
+    ),
+    "KEY_PREFIX": (
+        lambda v: isinstance(v, str) and bool(re.match(r"^[A-Za-z0-9_.:-]{1,50}$", v)),
+        "a short string of letters, digits and _.:- (no braces: it becomes the hash tag)",
+    ),
+    "DEFAULT_PRIORITY": (_is_priority, "an int from 0 (lowest) to 9 (highest)"),
+    "PREFETCH_MULTIPLIER": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000,
+        "an int from 1 to 1000",
+    ),
+    "WORKER_LEASE": (_is_positive_number, "a number of seconds > 0"),
+    "TRACK_STARTED": (_is_bool, "True or False"),
+    "IGNORE_RESULT": (_is_bool, "True or False"),
+    "ACKS_LATE": (_is_bool, "True or False"),
+}
+
+
+def _invalid(key: str, value: Any, expected: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"DJTASKS[{key!r}] is {value!r}; expected {expected}.")
+
+
+def validate_broker_url(url: str) -> None:
+    """Raise ``ImproperlyConfigured`` unless ``url`` names a supported broker."""
+    parts = urlsplit(url)
+    if parts.scheme not in BROKER_SCHEMES:
+        hint = ""
+        if parts.scheme == "db":
+            hint = " The database broker is not available yet; use Redis."
+        raise ImproperlyConfigured(
+            f"DJTASKS['BROKER_URL'] has scheme {parts.scheme!r}; expected one of "
+            f"{', '.join(s + '://' for s in BROKER_SCHEMES)}.{hint}"
+        )
+    if parts.scheme == "cache":
+        alias = parts.netloc or parts.path.lstrip("/")
+        if not alias:
+            raise ImproperlyConfigured(
+                "DJTASKS['BROKER_URL'] 'cache://' needs a CACHES alias, e.g. 'cache://default'."
+            )
+        caches = getattr(django_settings, "CACHES", {})
+        if alias not in caches:
+            raise ImproperlyConfigured(
+                f"DJTASKS['BROKER_URL'] names cache alias {alias!r}, which is not in CACHES "
+                f"(known: {', '.join(sorted(caches)) or 'none'})."
+            )
+        backend = caches[alias].get("BACKEND", "")
+        if not backend.startswith("django_redis."):
+            raise ImproperlyConfigured(
+                f"DJTASKS['BROKER_URL'] names cache alias {alias!r} whose BACKEND is "
+                f"{backend!r}; a cache:// broker needs django-redis "
+                "('django_redis.cache.RedisCache')."
+            )
+
+
+def validate_routes(routes: Mapping[str, Any]) -> None:
+    for pattern, route in routes.items():
+        if not isinstance(pattern, str) or not isinstance(route, Mapping):
+            raise _invalid("ROUTES", {pattern: route}, "task name or glob -> {'queue': name}")
+        unknown = set(route) - {"queue", "priority"}
+        if unknown:
+            raise ImproperlyConfigured(
+                f"DJTASKS['ROUTES'][{pattern!r}] has unknown option(s) "
+                f"{', '.join(sorted(unknown))}; a route takes 'queue' and 'priority'."
+            )
+        queue = route.get("queue")
+        if queue is not None and not (isinstance(queue, str) and QUEUE_NAME_RE.match(queue)):
+            raise _invalid(f"ROUTES'][{pattern!r}]['queue", queue, "a queue name")
+        if "priority" in route and not _is_priority(route["priority"]):
+            raise _invalid(f"ROUTES'][{pattern!r}]['priority", route["priority"], "an int 0-9")
+
+
+def load(raw: Mapping[str, Any] | None) -> Settings:
+    """Validate a ``DJTASKS`` dict and return ``Settings``.
+
+    Raises ``ImproperlyConfigured`` for an unknown key or a wrong value.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ImproperlyConfigured(f"DJTASKS must be a dict, not {type(raw).__name__}.")
+    unknown = sorted(set(raw) - set(_CHECKS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"DJTASKS has unknown key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys are {', '.join(sorted(_CHECKS))} (see docs/settings.md)."
+        )
+    values = dict(raw)
+    for key, value in values.items():
+        check, expected = _CHECKS[key]
+        if not check(value):
+            raise _invalid(key, value, expected)
+    if "BROKER_URL" in values:
+        validate_broker_url(values["BROKER_URL"])
+    if "ROUTES" in values:
+        validate_routes(values["ROUTES"])
+    expires = values.get("RESULT_EXPIRES", Settings.RESULT_EXPIRES)
+    if expires is not None and not isinstance(expires, timedelta):
+        values["RESULT_EXPIRES"] = timedelta(seconds=expires)
+    if "WORKER_LEASE" in values:
+        values["WORKER_LEASE"] = float(values["WORKER_LEASE"])
+    return Settings(**values)
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """Return the validated ``DJTASKS`` settings, reading them on first use.
+
+    Raises ``ImproperlyConfigured`` for a bad value (see ``load``).
+    """
+    global _cached
+    if _cached is None:
+        _cached = load(getattr(django_settings, "DJTASKS", None))
+    return _cached
+
+
+_reset_hooks: list[Callable[[], None]] = []
+
+
+def on_reset(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register ``hook`` to run when DJTASKS (or CACHES/SECRET_KEY) changes."""
+    _reset_hooks.append(hook)
+    return hook
+
+
+def _setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("DJTASKS", "CACHES"):
+        global _cached
+        _cached = None
+        for hook in _reset_hooks:
+            hook()
+
+
+setting_changed.connect(_setting_changed, dispatch_uid="djtasks.conf")

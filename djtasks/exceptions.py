@@ -1,0 +1,85 @@
+"""One exception tree for djtasks.
+
+Everything djtasks raises on purpose derives from ``DjtasksError``, except
+where Python's own hierarchy says more: argument errors are ``TypeError``
+(``TaskArgumentError``), configuration errors are Django's
+``ImproperlyConfigured``, and ``Retry`` is a control-flow signal.
+"""
+
+from __future__ import annotations
+
+
+class DjtasksError(Exception):
+    """Base class of every djtasks error."""
+
+
+class TaskArgumentError(DjtasksError, TypeError):
+    """A task was called with an argument that cannot travel in a message.
+
+    Raised in the caller, before anything is written or published. The message
+    names the task, the argument's path (``kwargs['items'][2]``) and the fix.
+    """
+
+
+class NotRegistered(DjtasksError, KeyError):
+    """No task is registered under the given name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyRegistered(DjtasksError):
+    """Two different functions were registered under one task name."""
+
+
+class BrokerError(DjtasksError):
+    """The broker could not be reached or refused an operation."""
+
+
+class MessageError(DjtasksError):
+    """A message could not be decoded; the worker dead-letters it."""
+
+
+class TimeoutError(DjtasksError, TimeoutError):  # noqa: A001 - mirrors Celery's name
+    """``AsyncResult.get(timeout=...)`` ran out of time (seconds)."""
+
+
+class TaskError(DjtasksError):
+    """A task failed and the original exception class could not be rebuilt.
+
+    ``AsyncResult.get()`` re-raises the original exception type when it is
+    importable and takes a message; otherwise it raises this, with
+    ``exc_type`` holding the dotted name of the original class.
+    """
+
+    def __init__(self, message: str, exc_type: str = "") -> None:
+        super().__init__(message)
+        self.exc_type = exc_type
+
+
+class TaskRevokedError(DjtasksError):
+    """The task was revoked before it ran (``AsyncResult.get()``)."""
+
+
+class Retry(Exception):  # noqa: N818 - Celery's name
+    """Raised by ``Task.retry()`` to tell the worker to schedule the task again.
+
+    It stands outside ``DjtasksError`` on purpose: it is not an error but a
+    control-flow signal, like ``StopIteration``, and a task's broad
+    ``except DjtasksError`` must not swallow it.
+    """
+
+    def __init__(self, reason: str = "", exc: BaseException | None = None,
+                 when: float | None = None, retry_message: object = None) -> None:
+        super().__init__(reason)
+        self.exc = exc  # the exception that caused the retry, if any
+        self.when = when  # Unix timestamp (seconds) of the next run
+        self.retry_message = retry_message  # the Message the worker publishes
+
+
+class MaxRetriesExceededError(DjtasksError):
+    """``Task.retry()`` was called after ``max_retries`` retries, with no exception to re-raise."""
+
+
+class WorkerLostError(DjtasksError):
+    """The worker running the task died before the task ended (Celery's name)."""

@@ -1,0 +1,79 @@
+"""Run one message's task body and say how it ended: shared by worker and ``apply``."""
+
+from __future__ import annotations
+
+import time
+import traceback as tb
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import codec, states
+from .exceptions import Retry
+from .message import Message
+from .task import Request, Task, request_scope
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a run ended. Times are Unix timestamps in seconds.
+
+    ``result`` is the codec-encoded return value (JSON data) on SUCCESS;
+    ``retry`` is the message to publish when the task asked for a retry.
+    """
+
+    status: str
+    started: float
+    finished: float
+    value: Any = None
+    result: Any = None
+    exception: BaseException | None = None
+    traceback: str = ""
+    retry: Message | None = None
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def execute(task: Task, message: Message, *, hostname: str, eager: bool = False) -> Outcome:
+    """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
+
+    ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``;
+    a return value that cannot be encoded is a FAILURE saying so.
+    """
+    request = Request(
+        id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
+        retries=message.retries, queue=message.queue, priority=message.priority,
+        eta=_dt(message.eta), expires=_dt(message.expires), hostname=hostname,
+        parent_id=message.parent_id, root_id=message.root_id, is_eager=eager,
+        called_directly=False, message=message,
+    )
+    started = time.time()
+    with request_scope(request):
+        try:
+            try:
+                value = task.run(*message.args, **message.kwargs)
+            except task.autoretry_for as exc:
+                task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
+        except Retry as retry:
+            return Outcome(
+                states.RETRY, started, time.time(), exception=retry.exc or retry,
+                traceback=tb.format_exc(), retry=retry.retry_message,  # type: ignore[arg-type]
+            )
+        except Exception as exc:
+            return Outcome(states.FAILURE, started, time.time(), exception=exc,
+                           traceback=tb.format_exc())
+    finished = time.time()
+    if task.ignore_result:
+        return Outcome(states.SUCCESS, started, finished, value=value)
+    try:
+        result = codec.encode(value, ("result",))
+    except codec.UnencodableValue as exc:
+        error = TypeError(
+            f"{task.name} returned a value that cannot be stored as its result: "
+            f"{codec.describe_unencodable(exc.value, exc.path)}"
+        )
+        return Outcome(states.FAILURE, started, finished, exception=error,
+                       traceback=f"TypeError: {error}")
+    return Outcome(states.SUCCESS, started, finished, value=value, result=result)

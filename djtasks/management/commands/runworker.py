@@ -1,0 +1,114 @@
+"""``manage.py runworker``: parse and check options, then hand over to the worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from djtasks.brokers import get_broker
+from djtasks.conf import QUEUE_NAME_RE, get_settings
+from djtasks.exceptions import BrokerError
+from djtasks.registry import registry
+from djtasks.worker.supervisor import POOLS, Supervisor, WorkerOptions, default_hostname
+
+LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def queue_list(text: str) -> list[str]:
+    queues = [q.strip() for q in text.split(",") if q.strip()]
+    if not queues:
+        raise argparse.ArgumentTypeError("give at least one queue name, e.g. -Q default,reports")
+    for q in queues:
+        if not QUEUE_NAME_RE.match(q):
+            raise argparse.ArgumentTypeError(
+                f"{q!r} is not a queue name (letters, digits and _.:-, 1 to 200 characters)"
+            )
+    return list(dict.fromkeys(queues))
+
+
+class Command(BaseCommand):
+    help = "Run a djtasks worker: consume queues and run tasks (Celery's `celery worker`)."
+    # Django's checks run in handle(), with their output, before the worker starts.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "-c", "--concurrency", type=positive_int, default=os.cpu_count() or 1,
+            help="number of executors (default: number of CPUs)",
+        )
+        parser.add_argument(
+            "-Q", "--queues", type=queue_list, default=None,
+            help="comma-separated queues to consume (default: DJTASKS['DEFAULT_QUEUE'])",
+        )
+        parser.add_argument("-P", "--pool", choices=POOLS, default="prefork",
+                            help="prefork: one process per executor; solo: run in this process")
+        parser.add_argument("--burst", action="store_true",
+                            help="exit once the queues are empty (for scripts and tests)")
+        parser.add_argument(
+            "--prefetch-multiplier", type=positive_int, default=None,
+            help="messages each executor fetches at once "
+                 "(default: DJTASKS['PREFETCH_MULTIPLIER'])",
+        )
+        parser.add_argument("-n", "--hostname", default=None,
+                            help="worker name (default: djtasks@<host>.<pid>)")
+        parser.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS,
+                            default="INFO", help="djtasks log level (default: INFO)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self._configure_logging(options["loglevel"])
+        self.check(display_num_errors=False)  # raises SystemCheckError on errors
+        s = get_settings()
+        queues = options["queues"] or [s.DEFAULT_QUEUE]
+        worker = WorkerOptions(
+            queues=queues,
+            concurrency=1 if options["pool"] == "solo" else options["concurrency"],
+            pool=options["pool"],
+            burst=options["burst"],
+            prefetch_multiplier=options["prefetch_multiplier"] or s.PREFETCH_MULTIPLIER,
+            hostname=options["hostname"] or default_hostname(),
+        )
+        broker = get_broker()
+        try:
+            broker.ping()
+        except BrokerError as exc:
+            raise CommandError(f"cannot start: {exc}") from None
+        self._banner(worker, broker.describe())
+        code = Supervisor(worker).run()
+        self.stdout.write(f"worker {worker.hostname} stopped")
+        if code:
+            raise CommandError(f"worker exited with status {code}", returncode=code)
+
+    def _configure_logging(self, level: str) -> None:
+        logger = logging.getLogger("djtasks")
+        logger.setLevel(level)
+        if not logger.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter(
+                "[%(asctime)s %(levelname)s %(processName)s/%(process)d] %(name)s: %(message)s"
+            ))
+            logger.addHandler(handler)
+
+    def _banner(self, worker: WorkerOptions, broker: str) -> None:
+        w = self.stdout.write
+        w(self.style.SUCCESS(f"djtasks worker {worker.hostname}"))
+        w(f"  broker:      {broker}")
+        w(f"  queues:      {', '.join(worker.queues)}")
+        w(f"  concurrency: {worker.concurrency} ({worker.pool} pool), "
+          f"prefetch {worker.prefetch_multiplier}{', burst' if worker.burst else ''}")
+        w(f"  tasks ({len(registry)}):")
+        for task in registry:
+            w(f"    . {task.name}")

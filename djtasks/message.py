@@ -1,0 +1,122 @@
+"""The message: one versioned JSON envelope per task run (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import codec
+from .exceptions import MessageError
+
+PROTOCOL_VERSION = 1
+
+# Per-call options a message may carry; each overrides the task's own.
+MESSAGE_OPTIONS = frozenset({"acks_late", "ignore_result", "track_started"})
+
+
+@dataclass(slots=True)
+class Message:
+    """One request to run a task.
+
+    Times (``eta``, ``expires``, ``created``) are Unix timestamps in seconds.
+    ``args``/``kwargs`` hold Python values; ``encode()`` runs them through the
+    codec, so an unencodable argument raises ``codec.UnencodableValue``.
+    """
+
+    id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    priority: int = 0
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    parent_id: str | None = None
+    root_id: str | None = None
+    created: float = field(default_factory=time.time)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """The envelope as UTF-8 JSON bytes (docs/protocol.md)."""
+        return dump_envelope(self.envelope())
+
+    def envelope(self) -> dict[str, Any]:
+        """The envelope as JSON-ready data, arguments run through the codec."""
+        return {
+            "v": PROTOCOL_VERSION,
+            "id": self.id,
+            "task": self.task,
+            "args": codec.encode(self.args, ("args",)),
+            "kwargs": codec.encode(self.kwargs, ("kwargs",)),
+            "queue": self.queue,
+            "priority": self.priority,
+            "eta": self.eta,
+            "expires": self.expires,
+            "retries": self.retries,
+            "parent_id": self.parent_id,
+            "root_id": self.root_id or self.id,
+            "created": self.created,
+            "options": self.options,
+        }
+
+    @classmethod
+    def decode(cls, body: bytes | str) -> Message:
+        """Rebuild a message; raise ``MessageError`` saying what is wrong with it."""
+        try:
+            data = json.loads(body, object_hook=codec.decode_hook)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise MessageError(f"the body is not a djtasks JSON envelope: {exc}") from None
+        if not isinstance(data, dict):
+            raise MessageError(f"the envelope is a {type(data).__name__}, not a JSON object")
+        version = data.get("v")
+        if version != PROTOCOL_VERSION:
+            raise MessageError(
+                f"protocol version {version!r} is not supported (this worker reads "
+                f"version {PROTOCOL_VERSION})"
+            )
+        try:
+            message = cls(
+                id=data["id"],
+                task=data["task"],
+                args=data["args"],
+                kwargs=data["kwargs"],
+                queue=data["queue"],
+                priority=data["priority"],
+                eta=data["eta"],
+                expires=data["expires"],
+                retries=data["retries"],
+                parent_id=data["parent_id"],
+                root_id=data["root_id"],
+                created=data["created"],
+                options=data["options"],
+            )
+        except KeyError as exc:
+            raise MessageError(f"the envelope has no {exc.args[0]!r} field") from None
+        problem = message._type_problem()
+        if problem:
+            raise MessageError(problem)
+        return message
+
+    def _type_problem(self) -> str | None:
+        checks = (
+            ("id", str), ("task", str), ("args", list), ("kwargs", dict), ("queue", str),
+            ("priority", int), ("retries", int), ("created", int | float), ("options", dict),
+        )
+        for name, kind in checks:
+            if not isinstance(getattr(self, name), kind):
+                return f"field {name!r} is a {type(getattr(self, name)).__name__}"
+        for name in ("eta", "expires"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, int | float):
+                return f"field {name!r} is a {type(value).__name__}, not a timestamp"
+        if any(not isinstance(k, str) for k in self.kwargs):
+            return "kwargs has a key that is not a string"
+        return None
+
+
+def dump_envelope(envelope: dict[str, Any]) -> bytes:
+    """Write an envelope from ``Message.envelope()`` as UTF-8 JSON bytes."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()

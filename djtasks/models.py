@@ -1,0 +1,83 @@
+"""The result backend: one ``TaskResult`` row per task id."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from . import codec, states
+
+
+class TaskResultQuerySet(models.QuerySet["TaskResult"]):
+    def ready(self) -> TaskResultQuerySet:
+        return self.filter(status__in=states.READY_STATES)
+
+    def expired(self, older_than: timedelta) -> TaskResultQuerySet:
+        """Finished rows whose ``finished`` time is more than ``older_than`` ago."""
+        return self.ready().filter(finished__lt=timezone.now() - older_than)
+
+
+class TaskResult(models.Model):
+    """State, arguments, result and traceback of one task id.
+
+    The caller writes the PENDING row at enqueue, in its own transaction; the
+    worker moves it on (STARTED, RETRY, SUCCESS, FAILURE, REVOKED). ``args``,
+    ``kwargs`` and ``result`` hold codec-encoded JSON; ``AsyncResult`` and
+    the ``*_value`` properties decode them.
+    """
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255, db_index=True)
+    queue = models.CharField(max_length=200, default="default", db_index=True)
+    priority = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(
+        max_length=16, choices=states.CHOICES, default=states.PENDING, db_index=True
+    )
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    exception_type = models.CharField(max_length=255, blank=True)
+    exception_message = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="worker/executor that ran it")
+    retries = models.PositiveIntegerField(default=0)
+    eta = models.DateTimeField(null=True, blank=True)
+    expires = models.DateTimeField(null=True, blank=True)
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    objects = TaskResultQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "task result"
+        ordering = ["-created"]
+        indexes = [
+            models.Index(fields=["status", "created"], name="djtasks_status_created"),
+            models.Index(fields=["worker", "status"], name="djtasks_worker_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.task_id} {self.status}"
+
+    @property
+    def runtime(self) -> timedelta | None:
+        """Seconds between start and finish, as a timedelta (None if not both known)."""
+        if self.started and self.finished:
+            return self.finished - self.started
+        return None
+
+    @property
+    def result_value(self) -> Any:
+        return codec.decode(self.result)
+
+    @property
+    def args_value(self) -> Any:
+        return codec.decode(self.args)
+
+    @property
+    def kwargs_value(self) -> Any:
+        return codec.decode(self.kwargs)

@@ -1,0 +1,197 @@
+"""``AsyncResult``: a task's state and result, read from the ``TaskResult`` row."""
+
+from __future__ import annotations
+
+import time
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from . import codec, states
+from .exceptions import TaskError, TaskRevokedError
+from .exceptions import TimeoutError as ResultTimeout
+
+if TYPE_CHECKING:
+    from .execute import Outcome
+    from .models import TaskResult
+
+_POLL_CAP = 1.0  # seconds between database reads while waiting, at most
+
+
+def _rebuild_exception(exc_type: str, message: str) -> BaseException:
+    """The original exception class with its message, or ``TaskError`` if that fails."""
+    module_name, _, name = exc_type.rpartition(".")
+    try:
+        cls = getattr(import_module(module_name or "builtins"), name)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls(message)
+    except Exception:  # noqa: BLE001 - any failure to rebuild falls back to TaskError
+        return TaskError(f"{exc_type}: {message}", exc_type)
+    return TaskError(f"{exc_type}: {message}", exc_type)
+
+
+class AsyncResult:
+    """The state of task ``id`` (Celery's ``AsyncResult``), read from ``TaskResult``.
+
+    Each property reads the row afresh until the task is ready; an unknown id
+    is PENDING, as in Celery.
+    """
+
+    def __init__(self, id: str, *, task_name: str | None = None) -> None:  # noqa: A002
+        self.id = id
+        self.task_id = id
+        self.task_name = task_name
+        self._row: TaskResult | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _fetch(self) -> TaskResult | None:
+        from .models import TaskResult
+
+        if self._row is not None and self._row.status in states.READY_STATES:
+            return self._row
+        self._row = TaskResult.objects.filter(task_id=self.id).first()
+        return self._row
+
+    @property
+    def status(self) -> str:
+        row = self._fetch()
+        return row.status if row else states.PENDING
+
+    state = status
+
+    @property
+    def result(self) -> Any:
+        """The return value on SUCCESS; the exception on FAILURE/RETRY; else None."""
+        row = self._fetch()
+        if row is None:
+            return None
+        if row.status == states.SUCCESS:
+            return codec.decode(row.result)
+        if row.exception_type:
+            return _rebuild_exception(row.exception_type, row.exception_message)
+        return None
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        row = self._fetch()
+        return row.traceback or None if row else None
+
+    @property
+    def date_done(self) -> Any:
+        row = self._fetch()
+        return row.finished if row else None
+
+    def ready(self) -> bool:
+        return self.status in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self.status == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self.status == states.FAILURE
+
+    def forget(self) -> None:
+        """Delete the result row."""
+        from .models import TaskResult
+
+        TaskResult.objects.filter(task_id=self.id).delete()
+        self._row = None
+
+    def get(self, timeout: float | None = None, propagate: bool = True,
+            interval: float | None = None) -> Any:
+        """Wait until the task is ready and return its result.
+
+        Waits up to ``timeout`` seconds (None: forever), then raises
+        ``djtasks.exceptions.TimeoutError`` (also a builtin ``TimeoutError``).
+        It sleeps on the broker's done notice rather than polling the
+        database; it reads the row when woken, and at least every second.
+        With ``propagate`` (default) a FAILURE re-raises the task's error as
+        its original type and message (``TaskError`` if that class cannot be
+        rebuilt) and REVOKED raises ``TaskRevokedError``. ``interval`` is
+        accepted for Celery compatibility and ignored.
+        """
+        from .brokers import get_broker
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with get_broker().listen_done(self.id) as listener:
+            while not self.ready():
+                remaining = _POLL_CAP if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ResultTimeout(
+                        f"task {self.id} is still {self.status} after {timeout} seconds"
+                    )
+                listener.wait(min(remaining, _POLL_CAP))
+        return self._value(propagate)
+
+    wait = get
+
+    def _value(self, propagate: bool) -> Any:
+        row = self._fetch()
+        assert row is not None
+        if row.status == states.SUCCESS:
+            return codec.decode(row.result)
+        if not propagate:
+            return self.result
+        if row.status == states.REVOKED:
+            raise TaskRevokedError(f"task {self.id} was revoked: {row.exception_message}")
+        raise _rebuild_exception(row.exception_type, row.exception_message)
+
+
+class EagerResult:
+    """The result of a task run in this process (``apply()``, ``ALWAYS_EAGER``).
+
+    PENDING until the run happens (with ``on_commit``, when the transaction
+    commits); then holds the outcome in memory. No row is written.
+    """
+
+    def __init__(self, id: str) -> None:  # noqa: A002
+        self.id = self.task_id = id
+        self._status = states.PENDING
+        self._value: Any = None
+        self._exception: BaseException | None = None
+        self.traceback: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
+
+    def _settle(self, outcome: Outcome) -> None:
+        self._status = outcome.status
+        self._value = outcome.value
+        self._exception = outcome.exception
+        self.traceback = outcome.traceback or None
+
+    @property
+    def status(self) -> str:
+        return self._status
+
+    state = status
+
+    @property
+    def result(self) -> Any:
+        return self._exception if self._exception is not None else self._value
+
+    def ready(self) -> bool:
+        return self._status in states.READY_STATES
+
+    def successful(self) -> bool:
+        return self._status == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self._status == states.FAILURE
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """The return value; re-raises the task's exception with ``propagate``."""
+        if not self.ready():
+            raise ResultTimeout(f"eager task {self.id} has not run yet (its transaction is open)")
+        if self._exception is not None and propagate:
+            raise self._exception
+        return self.result

@@ -1,0 +1,530 @@
+"""``@shared_task`` and ``Task``: options, ``delay``/``apply_async``/``apply``, ``retry``.
+
+Names, options and semantics follow Celery's ``Task``; the differences are
+that every option is a keyword argument the signature shows, and that the
+registry is explicit (no proxies, no "current app").
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import random
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import update_wrapper
+from typing import TYPE_CHECKING, Any, overload
+
+from django.utils import timezone
+
+from . import codec
+from .conf import QUEUE_NAME_RE, get_settings
+from .exceptions import MaxRetriesExceededError, Retry, TaskArgumentError
+from .message import Message
+from .registry import registry
+
+if TYPE_CHECKING:
+    from .result import AsyncResult, EagerResult
+
+_MAX_TASK_ID = 255
+
+
+@dataclass
+class Request:
+    """The context of the running task, as ``self.request`` with ``bind=True``.
+
+    Field names follow Celery's ``Task.request``. ``eta`` and ``expires`` are
+    aware datetimes or None; ``called_directly`` is True for a plain call.
+    """
+
+    id: str | None = None
+    task: str = ""
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    queue: str | None = None
+    priority: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    is_eager: bool = False
+    called_directly: bool = True
+    message: Message | None = None
+
+
+_current = threading.local()  # the request of the task running in this thread
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this thread, if any."""
+    stack = getattr(_current, "stack", None)
+    return stack[-1] if stack else None
+
+
+class _RequestScope:
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __enter__(self) -> Request:
+        stack = getattr(_current, "stack", None)
+        if stack is None:
+            stack = _current.stack = []
+        stack.append(self.request)
+        return self.request
+
+    def __exit__(self, *exc: object) -> None:
+        _current.stack.pop()
+
+
+def request_scope(request: Request) -> _RequestScope:
+    """Make ``request`` the current one while the ``with`` block runs."""
+    return _RequestScope(request)
+
+
+def _check_seconds(name: str, value: Any, *, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise TypeError(f"{name} must be a number of seconds >= 0, not {value!r}")
+
+
+def _check_priority(value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9
+    ):
+        raise TypeError(f"priority must be an int from 0 (lowest) to 9 (highest), not {value!r}")
+
+
+def _check_queue(value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and QUEUE_NAME_RE.match(value)):
+        raise TypeError(
+            f"queue must be a name of letters, digits and _.:- (1 to 200 characters), "
+            f"not {value!r}"
+        )
+
+
+class Task:
+    """A registered task: call it, ``delay()`` it, ``apply_async()`` it.
+
+    Options (all keyword-only, Celery's names and defaults):
+
+    - ``name``: registry name, default ``module.function``.
+    - ``bind``: pass the task as first argument, for ``self.request`` and
+      ``self.retry``.
+    - ``queue``, ``priority`` (0 lowest to 9 highest): where the message goes.
+    - ``max_retries`` (3; None retries forever), ``default_retry_delay``
+      (seconds, 180), ``autoretry_for`` (exception classes that retry
+      automatically), ``retry_backoff`` (False, True, or a base in seconds:
+      countdown = base * 2**retries), ``retry_backoff_max`` (seconds, 600),
+      ``retry_jitter`` (True: a random countdown between 0 and the backoff).
+    - ``acks_late``: ack after the task ran instead of before (at least once
+      instead of at most once; DESIGN.md section 4). Default from
+      ``DJTASKS['ACKS_LATE']``.
+    - ``ignore_result``: write no ``TaskResult`` row at all.
+    - ``track_started``: record STARTED when a worker begins it.
+    - ``expires``: seconds after publishing (or a datetime) after which a
+      task that has not started is not run and ends REVOKED.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        bind: bool = False,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_retries: int | None = 3,
+        default_retry_delay: float = 180,
+        autoretry_for: Sequence[type[BaseException]] = (),
+        retry_backoff: bool | float = False,
+        retry_backoff_max: float = 600,
+        retry_jitter: bool = True,
+        acks_late: bool | None = None,
+        ignore_result: bool | None = None,
+        track_started: bool | None = None,
+        expires: float | datetime | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@shared_task needs a function, not {fn!r}")
+        self.fn = fn
+        self.qualname = f"{fn.__module__}.{fn.__qualname__}"
+        self.name = name or f"{fn.__module__}.{fn.__name__}"
+        if not isinstance(self.name, str) or not self.name or "\n" in self.name:
+            raise TypeError(f"task name must be a non-empty string, not {self.name!r}")
+        _check_queue(queue)
+        _check_priority(priority)
+        if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
+            raise TypeError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
+        _check_seconds("default_retry_delay", default_retry_delay, allow_none=False)
+        _check_seconds("retry_backoff_max", retry_backoff_max, allow_none=False)
+        if not isinstance(retry_backoff, bool):
+            _check_seconds("retry_backoff", retry_backoff, allow_none=False)
+        autoretry_for = tuple(autoretry_for)
+        if not all(isinstance(c, type) and issubclass(c, BaseException) for c in autoretry_for):
+            raise TypeError(f"autoretry_for must be exception classes, not {autoretry_for!r}")
+        if not isinstance(expires, datetime):
+            _check_seconds("expires", expires)
+        self.bind = bind
+        self.queue = queue
+        self.priority = priority
+        self.max_retries = max_retries
+        self.default_retry_delay = default_retry_delay
+        self.autoretry_for = autoretry_for
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        self.retry_jitter = retry_jitter
+        self._acks_late = acks_late
+        self._ignore_result = ignore_result
+        self._track_started = track_started
+        self.expires = expires
+        self._signature = inspect.signature(fn)
+        update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    # Options whose default is a setting are read at use, so override_settings works.
+    @property
+    def acks_late(self) -> bool:
+        return get_settings().ACKS_LATE if self._acks_late is None else self._acks_late
+
+    @property
+    def ignore_result(self) -> bool:
+        s = get_settings()
+        return s.IGNORE_RESULT if self._ignore_result is None else self._ignore_result
+
+    @property
+    def track_started(self) -> bool:
+        s = get_settings()
+        return s.TRACK_STARTED if self._track_started is None else self._track_started
+
+    @property
+    def request(self) -> Request:
+        """The current request of this task (Celery's ``Task.request``)."""
+        req = current_request()
+        if req is None or req.task != self.name:
+            return Request(task=self.name)
+        return req
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task body in this process, with no request context."""
+        if self.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """A plain call runs inline, as in Celery (``called_directly`` is True)."""
+        with request_scope(Request(task=self.name, args=list(args), kwargs=kwargs)):
+            return self.run(*args, **kwargs)
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult | EagerResult:
+        """Shortcut for ``apply_async(args, kwargs)`` (Celery's ``delay``)."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        on_commit: bool | None = None,
+        using: str | None = None,
+    ) -> AsyncResult | EagerResult:
+        """Publish a message to run this task in a worker; return its result at once.
+
+        ``countdown`` (seconds) or ``eta`` (a datetime; naive means the current
+        Django time zone) delay the run; ``expires`` (seconds from now, or a
+        datetime) drops it if it has not started by then. ``on_commit``
+        (default ``DJTASKS['ENQUEUE_ON_COMMIT']``) publishes when the
+        transaction on ``using`` commits, so a rollback leaves no trace.
+
+        Raises ``TaskArgumentError`` (a ``TypeError``) before anything is
+        written if an argument cannot travel in a message, and ``TypeError``
+        for a bad option.
+        """
+        from .transaction import enqueue
+
+        s = get_settings()
+        message = self.build_message(
+            args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
+            priority=priority, task_id=task_id,
+        )
+        envelope = self.encode_message(message)
+        if on_commit is None:
+            on_commit = s.ENQUEUE_ON_COMMIT
+        if s.ALWAYS_EAGER:
+            from .result import EagerResult
+
+            result = EagerResult(message.id)
+            enqueue_eager = _EagerRun(self, message, result)
+            _run_on_commit(enqueue_eager, on_commit=on_commit, using=using)
+            return result
+        return enqueue(self, message, envelope, on_commit=on_commit, using=using)
+
+    def apply(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        task_id: str | None = None,
+    ) -> EagerResult:
+        """Run the task now, in this process, and return an ``EagerResult``.
+
+        Arguments go through the codec as they would through a broker, so
+        ``apply`` catches what ``delay`` would. Retries run at once, without
+        their countdown. Follows Celery's ``Task.apply``; no row is written.
+        """
+        from .result import EagerResult
+
+        message = self.build_message(args, kwargs, task_id=task_id)
+        self.encode_message(message)
+        result = EagerResult(message.id)
+        _EagerRun(self, message, result)()
+        return result
+
+    # -- messages ------------------------------------------------------------
+
+    def build_message(
+        self,
+        args: Sequence[Any] | None,
+        kwargs: dict[str, Any] | None,
+        *,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        expires: float | datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        task_id: str | None = None,
+        retries: int = 0,
+    ) -> Message:
+        """The message for one run; validates options (``TypeError``)."""
+        s = get_settings()
+        if args is None:
+            args = []
+        elif not isinstance(args, list | tuple):
+            raise TypeError(f"{self.name}: args must be a list or tuple, not {type(args).__name__}")
+        if kwargs is None:
+            kwargs = {}
+        elif not isinstance(kwargs, dict):
+            raise TypeError(f"{self.name}: kwargs must be a dict, not {type(kwargs).__name__}")
+        if task_id is None:
+            task_id = str(uuid.uuid4())
+        elif not isinstance(task_id, str) or not 0 < len(task_id) <= _MAX_TASK_ID or any(
+            c in task_id for c in "\n\r"
+        ):
+            raise TypeError(f"task_id must be a one-line string of 1 to 255 characters: {task_id!r}")
+        _check_queue(queue)
+        _check_priority(priority)
+        now = timezone.now().timestamp()
+        if countdown is not None and eta is not None:
+            raise TypeError("pass countdown or eta, not both")
+        eta_ts: float | None = None
+        if countdown is not None:
+            _check_seconds("countdown", countdown)
+            eta_ts = now + countdown
+        elif eta is not None:
+            eta_ts = _timestamp("eta", eta)
+        if expires is None:
+            expires = self.expires
+        expires_ts: float | None = None
+        if isinstance(expires, datetime):
+            expires_ts = _timestamp("expires", expires)
+        elif expires is not None:
+            _check_seconds("expires", expires)
+            expires_ts = now + expires
+        route = self._route(s)
+        parent = current_request()
+        return Message(
+            id=task_id,
+            task=self.name,
+            args=list(args),
+            kwargs=kwargs,
+            queue=queue or self.queue or route.get("queue") or s.DEFAULT_QUEUE,
+            priority=_first(priority, self.priority, route.get("priority"), s.DEFAULT_PRIORITY),
+            eta=eta_ts,
+            expires=expires_ts,
+            retries=retries,
+            parent_id=parent.id if parent else None,
+            root_id=(parent.root_id or parent.id) if parent and parent.id else None,
+            created=now,
+        )
+
+    def _route(self, s: Any) -> dict[str, Any]:
+        """The first ``ROUTES`` entry matching this task (exact names before globs)."""
+        routes = s.ROUTES
+        if self.name in routes:
+            return dict(routes[self.name])
+        for pattern, route in routes.items():
+            if fnmatch.fnmatchcase(self.name, pattern):
+                return dict(route)
+        return {}
+
+    def encode_message(self, message: Message) -> dict[str, Any]:
+        """``message.envelope()``, turning a codec error into ``TaskArgumentError``."""
+        try:
+            return message.envelope()
+        except codec.UnencodableValue as exc:
+            raise self._argument_error(exc) from None
+
+    def _argument_error(self, exc: codec.UnencodableValue) -> TaskArgumentError:
+        short = self.name.rsplit(".", 1)[-1]
+        where, *rest = exc.path  # where is "args" or "kwargs"
+        if not rest:
+            return TaskArgumentError(f"{short}(): {where}: {exc.hint}")
+        head, *tail = rest
+        if where == "args":
+            head = self._param_name(head)
+        friendly = (head, *tail)
+        hint = exc.hint
+        if not hint.startswith("a dict key"):
+            hint = codec.describe_unencodable(exc.value, friendly)
+        shown = f"{codec.path_name(friendly)}={_short_repr(exc.value)}"
+        location = where + "".join(f"[{p!r}]" for p in rest)
+        return TaskArgumentError(f"{short}({shown}): {hint} (at {location})")
+
+    def _param_name(self, index: int) -> str:
+        """The parameter name of positional argument ``index``, or ``args[index]``."""
+        params = [
+            p for p in self._signature.parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if self.bind:
+            params = params[1:]
+        return params[index].name if index < len(params) else f"args[{index}]"
+
+    # -- retries -------------------------------------------------------------
+
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        max_retries: int | None = None,
+    ) -> Retry:
+        """Ask the worker to run this task again; raises ``Retry`` (always).
+
+        Semantics follow Celery's ``Task.retry``: the same task id runs again
+        with ``request.retries + 1``, after ``countdown`` seconds (default
+        ``default_retry_delay``) or at ``eta``, on the same queue. Past
+        ``max_retries`` it raises ``exc`` if given, else
+        ``MaxRetriesExceededError``. Called outside a worker (a plain call),
+        it raises ``exc`` or ``Retry`` at once.
+        """
+        req = self.request
+        if req.called_directly:
+            raise exc if exc is not None else Retry("retry() called outside a worker")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and req.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"{self.name}[{req.id}] retried {req.retries} times (max_retries={limit})"
+            )
+        if countdown is None and eta is None:
+            countdown = self.default_retry_delay
+        assert req.message is not None
+        message = self.build_message(
+            req.args if args is None else args,
+            req.kwargs if kwargs is None else kwargs,
+            countdown=countdown, eta=eta, queue=req.message.queue,
+            priority=req.message.priority, task_id=req.id, retries=req.retries + 1,
+        )
+        message.expires = req.message.expires
+        message.parent_id, message.root_id = req.message.parent_id, req.message.root_id
+        reason = f"retry in {countdown}s" if countdown is not None else f"retry at {eta}"
+        raise Retry(reason, exc=exc, when=message.eta, retry_message=message)
+
+    def backoff_countdown(self, retries: int) -> float:
+        """Countdown (seconds) before automatic retry number ``retries + 1``."""
+        if not self.retry_backoff:
+            return self.default_retry_delay
+        base = 1 if self.retry_backoff is True else float(self.retry_backoff)
+        countdown = min(self.retry_backoff_max, base * (2**retries))
+        if self.retry_jitter:
+            countdown = random.uniform(0, countdown)
+        return countdown
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first(*values: Any) -> Any:
+    return next(v for v in values if v is not None)
+
+
+def _timestamp(name: str, value: Any) -> float:
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, not {type(value).__name__}")
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value)
+    return value.timestamp()
+
+
+class _EagerRun:
+    """Run a message inline and fill an ``EagerResult`` (``ALWAYS_EAGER``, ``apply``)."""
+
+    def __init__(self, task: Task, message: Message, result: EagerResult) -> None:
+        self.task, self.message, self.result = task, message, result
+
+    def __call__(self) -> None:
+        from .execute import execute
+
+        message = self.message
+        while True:
+            outcome = execute(self.task, message, hostname="eager", eager=True)
+            if outcome.retry is None:
+                break
+            message = outcome.retry
+        self.result._settle(outcome)
+        if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
+            raise outcome.exception
+
+
+def _run_on_commit(func: Callable[[], None], *, on_commit: bool, using: str | None) -> None:
+    from django.db import transaction
+
+    if on_commit:
+        transaction.on_commit(func, using=using)
+    else:
+        func()
+
+
+@overload
+def shared_task(fn: Callable[..., Any], /) -> Task: ...
+@overload
+def shared_task(**options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+
+def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+    """Register a function as a task: ``@shared_task`` or ``@shared_task(**options)``.
+
+    The options are ``Task``'s; an unknown option is a ``TypeError``.
+    Returns the ``Task``, which is also registered under its name.
+    """
+
+    def decorate(f: Callable[..., Any]) -> Task:
+        task = Task(f, **options)
+        registry.register(task)
+        return task
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate

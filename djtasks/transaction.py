@@ -1,0 +1,65 @@
+"""Enqueueing: the PENDING row in the caller's transaction, publishing on commit."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import router, transaction
+
+from . import states
+from .brokers import get_broker
+from .exceptions import BrokerError
+from .message import Message, dump_envelope
+from .result import AsyncResult
+
+if TYPE_CHECKING:
+    from .task import Task
+
+logger = logging.getLogger("djtasks.publish")
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def enqueue(
+    task: Task, message: Message, envelope: dict[str, Any], *, on_commit: bool, using: str | None
+) -> AsyncResult:
+    """Write the PENDING row (unless ``ignore_result``) and publish the message.
+
+    Inside ``transaction.atomic()`` on ``using`` with ``on_commit``, the
+    message is published when the transaction commits; a rollback removes
+    the row and nothing is published. A broker error at commit time is
+    logged with the task id and the row stays PENDING. Publishing at once
+    (outside a transaction, or ``on_commit=False``) raises ``BrokerError``.
+    """
+    from .models import TaskResult
+
+    body = dump_envelope(envelope)
+    if using is None:
+        using = router.db_for_write(TaskResult)
+    if not task.ignore_result:
+        TaskResult.objects.using(using).create(
+            task_id=message.id, task_name=message.task, queue=message.queue,
+            priority=message.priority, status=states.PENDING, args=envelope["args"],
+            kwargs=envelope["kwargs"], retries=message.retries, eta=_dt(message.eta),
+            expires=_dt(message.expires), created=_dt(message.created),
+        )
+    if on_commit and transaction.get_connection(using).in_atomic_block:
+        transaction.on_commit(lambda: _publish_after_commit(message, body), using=using)
+    else:
+        get_broker().publish([(message, body)])
+    return AsyncResult(message.id, task_name=message.task)
+
+
+def _publish_after_commit(message: Message, body: bytes) -> None:
+    try:
+        get_broker().publish([(message, body)])
+    except BrokerError as exc:
+        # The commit has happened; failing the caller now would not undo it.
+        logger.error(
+            "could not publish task %s[%s] after commit; its TaskResult row stays "
+            "PENDING: %s", message.task, message.id, exc,
+        )

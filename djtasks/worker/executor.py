@@ -1,0 +1,182 @@
+"""The executor: consume, run, ack. One per pool slot (a child process or the main one).
+
+Per message: decode it (a bad one is dead-lettered), write STARTED together
+with the previous task's result in one upsert, ack it before running unless
+``acks_late``, run it, and ack late ones once their result is stored. Results
+and late acks wait in buffers until the next round trip the executor makes
+anyway, or until it is about to block, so a busy executor makes about one
+database and one Redis round trip per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from django.db import close_old_connections
+
+from .. import states
+from ..brokers import Broker, Delivery
+from ..exceptions import BrokerError, MessageError, NotRegistered, TaskRevokedError
+from ..execute import Outcome, execute
+from ..message import Message
+from ..registry import registry
+from ..task import Task
+from .results import ResultWriter
+
+logger = logging.getLogger("djtasks.worker")
+
+BACKOFF_MAX = 10.0  # seconds between reconnection attempts, at most
+
+
+def _expired_reason(message: Message) -> str:
+    assert message.expires is not None
+    when = datetime.fromtimestamp(message.expires, UTC).isoformat()
+    return f"expired at {when} before it started"
+
+
+class Executor:
+    """Runs messages from ``queues`` as ``consumer`` until ``stop()`` (or, in
+    ``burst`` mode, until the queues are empty).
+
+    ``prefetch`` is how many messages one fetch takes; they wait in the
+    broker's in-flight store, owned by ``consumer``, not only in memory.
+    """
+
+    def __init__(
+        self, broker: Broker, *, consumer: str, hostname: str, queues: list[str],
+        prefetch: int, burst: bool = False,
+    ) -> None:
+        self.broker = broker
+        self.consumer = consumer
+        self.hostname = hostname
+        self.queues = queues
+        self.prefetch = prefetch
+        self.burst = burst
+        self.stopping = False
+        self.results = ResultWriter(broker, consumer)
+        self._late_acks: list[str] = []
+        self.tasks_done = 0
+
+    def stop(self) -> None:
+        """Warm stop: finish the running task, give the fetched ones back."""
+        self.stopping = True
+
+    def run(self) -> None:
+        """The loop. Broker outages are logged and retried with backoff."""
+        backoff = 0.5
+        while not self.stopping:
+            try:
+                deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
+                if not deliveries:
+                    self.flush()
+                    if self.burst:
+                        break
+                    deliveries = self.broker.consume(
+                        self.consumer, self.queues, self.prefetch, timeout=1.0
+                    )
+                self.process(deliveries)
+                backoff = 0.5
+            except BrokerError as exc:
+                logger.error("broker error, retrying in %.1fs: %s", backoff, exc)
+                self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        self.flush()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
+
+    def process(self, deliveries: list[Delivery]) -> None:
+        for i, delivery in enumerate(deliveries):
+            if self.stopping:
+                self.flush()
+                self.broker.requeue(self.consumer, [d.id for d in deliveries[i:]])
+                return
+            self.handle(delivery)
+
+    def flush(self) -> None:
+        """Store buffered results, then ack the late-ack messages they belong to."""
+        self.results.flush()
+        if self._late_acks:
+            self.broker.ack(self.consumer, self._late_acks)
+            self._late_acks = []
+
+    def handle(self, delivery: Delivery) -> None:
+        """Run one delivery to its end (or dead-letter it)."""
+        try:
+            message = Message.decode(delivery.body)
+        except MessageError as exc:
+            self._dead_letter(delivery, str(exc))
+            return
+        if message.id != delivery.id:
+            self._dead_letter(delivery, f"the envelope id {message.id!r} is not the frame's")
+            return
+        try:
+            task = registry.get(message.task)
+        except NotRegistered as exc:
+            self._dead_letter(delivery, str(exc))
+            return
+        store = not task.ignore_result
+        if message.expires is not None and time.time() > message.expires:
+            logger.info("task %s[%s] expired before it started", message.task, message.id)
+            if store:
+                self.results.add(message, states.REVOKED, finished=time.time(),
+                                 exception=TaskRevokedError(_expired_reason(message)))
+            self.flush()
+            self.broker.ack(self.consumer, [message.id])
+            return
+        if store and task.track_started:
+            self.results.add(message, states.STARTED, started=time.time())
+        # Results first, then acks: a late ack must never precede its result.
+        self.results.flush()
+        acks = self._late_acks
+        self._late_acks = []
+        if not task.acks_late:
+            acks.append(message.id)  # at most once: acked before it runs
+        self.broker.ack(self.consumer, acks)
+
+        close_old_connections()
+        outcome = execute(task, message, hostname=self.hostname)
+        close_old_connections()
+        self.tasks_done += 1
+        self._record(task, message, outcome, store)
+
+    def _record(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
+        if outcome.status == states.FAILURE:
+            logger.error("task %s[%s] failed: %s", message.task, message.id,
+                         outcome.traceback.rstrip())
+        if outcome.retry is not None:
+            self._retry(task, message, outcome, store)
+            return
+        if store:
+            self.results.add(
+                message, outcome.status, started=outcome.started, finished=outcome.finished,
+                result=outcome.result, exception=outcome.exception, traceback=outcome.traceback,
+            )
+        if task.acks_late:
+            self._late_acks.append(message.id)
+
+    def _retry(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
+        """Store RETRY, ack this delivery, then publish the next run (same id)."""
+        retry = outcome.retry
+        assert retry is not None
+        if store:
+            self.results.add(
+                message, states.RETRY, started=outcome.started, finished=outcome.finished,
+                exception=outcome.exception, traceback=outcome.traceback,
+            )
+        if task.acks_late:
+            self._late_acks.append(message.id)
+        # The next run has the same id: its row and ack must be settled first.
+        self.flush()
+        logger.info("task %s[%s] retry %d scheduled", message.task, message.id, retry.retries)
+        self.broker.publish([(retry, retry.encode())])
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        logger.error("dead-lettering message %s from queue %r: %s",
+                     delivery.id, delivery.queue, reason)
+        self.flush()
+        self.broker.dead_letter(self.consumer, delivery, reason)
