@@ -148,10 +148,15 @@ class Supervisor:
     # -- running -------------------------------------------------------------
 
     def run(self) -> int:
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         self._install_signals()
-        if self.options.pool == "solo":
-            return self._run_solo()
-        return self._run_prefork()
+        try:
+            if self.options.pool == "solo":
+                return self._run_solo()
+            return self._run_prefork()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _make_executor(self, consumer: str) -> Executor:
         return Executor(

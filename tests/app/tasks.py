@@ -1,0 +1,109 @@
+"""Tasks the tests run. Executions are counted in Redis (``counter`` keys),
+so a test can see exactly how often a task ran, across processes."""
+
+import os
+import time
+
+import redis
+from django.conf import settings
+
+from djtasks import shared_task
+
+from .models import Item
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.DJTASKS["BROKER_URL"])
+
+
+def bump(counter: str) -> int:
+    return _redis().incr(counter)
+
+
+def count(counter: str) -> int:
+    return int(_redis().get(counter) or 0)
+
+
+@shared_task
+def add(x, y):
+    return x + y
+
+
+@shared_task
+def echo(*args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@shared_task
+def record(counter: str) -> int:
+    """INCR ``counter``; returns the new count."""
+    return bump(counter)
+
+
+@shared_task
+def record_and_sleep(counter: str, seconds: float) -> int:
+    """Count a start, then sleep: for kill -9 and shutdown tests."""
+    n = bump(counter)
+    time.sleep(seconds)
+    bump(counter + ":done")
+    return n
+
+
+@shared_task(acks_late=True)
+def record_and_sleep_late(counter: str, seconds: float) -> int:
+    n = bump(counter)
+    time.sleep(seconds)
+    bump(counter + ":done")
+    return n
+
+
+@shared_task
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@shared_task(ignore_result=True)
+def fire_and_forget(counter: str) -> None:
+    bump(counter)
+
+
+@shared_task(bind=True)
+def whoami(self) -> dict:
+    r = self.request
+    return {"id": r.id, "task": r.task, "retries": r.retries, "queue": r.queue,
+            "hostname": r.hostname, "args": r.args, "kwargs": r.kwargs,
+            "eta": r.eta, "called_directly": r.called_directly}
+
+
+@shared_task(bind=True, max_retries=2, default_retry_delay=0)
+def flaky(self, counter: str, succeed_on: int) -> int:
+    n = bump(counter)
+    if n < succeed_on:
+        raise self.retry(exc=OSError(f"attempt {n} failed"), countdown=0)
+    return n
+
+
+@shared_task(autoretry_for=(OSError,), max_retries=1, default_retry_delay=0)
+def always_oserror(counter: str) -> None:
+    bump(counter)
+    raise OSError("disk on fire")
+
+
+@shared_task
+def create_item(name: str) -> int:
+    return Item.objects.create(name=name).pk
+
+
+@shared_task
+def pid() -> int:
+    return os.getpid()
+
+
+@shared_task(queue="other")
+def on_other_queue(counter: str) -> int:
+    return bump(counter)
+
+
+@shared_task
+def unencodable_result() -> object:
+    return {1, 2, 3}

@@ -1,0 +1,97 @@
+"""Settings for the test suite (and for the worker subprocesses tests start).
+
+DJTASKS_TEST_DB: ``postgres`` (the README's test command) or ``sqlite``.
+The subprocess helpers pass the test database's name and a per-test Redis
+key prefix through DJTASKS_TEST_DB_NAME and DJTASKS_TEST_KEY_PREFIX.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "djtasks-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "djtasks",
+    "tests.app",
+    "example_project.shop",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "example_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR.parent / "example_project" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+MEDIA_ROOT = Path(os.environ.get("DJTASKS_TEST_MEDIA", "/tmp/djtasks-test-media"))
+LOGIN_URL = "login"
+
+if os.environ.get("DJTASKS_TEST_DB", "sqlite") == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "USER": os.environ.get("PGUSER", "postgres"),
+            "NAME": os.environ.get("DJTASKS_TEST_DB_NAME", "test"),
+            "CONN_MAX_AGE": 60,
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("DJTASKS_TEST_DB_NAME", "/tmp/djtasks-test.sqlite3"),
+            "OPTIONS": {"timeout": 30},
+            "TEST": {"NAME": "/tmp/djtasks-test-run.sqlite3"},
+        }
+    }
+
+DJTASKS = {
+    "BROKER_URL": os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    "KEY_PREFIX": os.environ.get("DJTASKS_TEST_KEY_PREFIX", "djtasks-test"),
+    "WORKER_LEASE": float(os.environ.get("DJTASKS_TEST_LEASE", "30")),
+}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "redis": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": DJTASKS["BROKER_URL"],
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"djtasks": {"handlers": ["console"], "level": "INFO"}},
+}
