@@ -10,6 +10,7 @@ class DjtasksConfig(AppConfig):
 
     def ready(self) -> None:
         from .conf import get_settings
+        from .lint import checks  # noqa: F401 - registers the system checks
         from .registry import autodiscover
 
         get_settings()  # a bad DJTASKS stops start-up here, naming the key

@@ -1,0 +1,1 @@
+"""The ID-not-object rule beyond enqueue: system checks (and, later, call-site lint)."""

@@ -1,0 +1,89 @@
+"""System checks over the registered tasks and the DJTASKS settings.
+
+Run by ``manage.py check`` and by ``runworker``, which refuses to start on
+errors. Each id is documented in docs/checks.md with an example and the fix.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import typing
+from importlib import import_module
+from typing import Any
+
+from django.core import checks
+from django.db.models import Manager, Model, QuerySet
+from django.http import HttpRequest
+
+from ..conf import get_settings
+from ..registry import registry
+
+OBJECT_TYPES = (Model, QuerySet, Manager, HttpRequest)
+
+
+def _object_annotation(annotation: Any) -> type | None:
+    """The model/QuerySet/HttpRequest class inside ``annotation``, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, OBJECT_TYPES):
+        return annotation
+    for arg in typing.get_args(annotation):  # Optional[User], list[User], User | None
+        found = _object_annotation(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _hints(fn: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable forward references: nothing to check
+        return {}
+
+
+@checks.register("djtasks")
+def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    for task in registry:
+        hints = _hints(task.fn)
+        params = list(inspect.signature(task.fn).parameters)
+        if task.bind and params:
+            params = params[1:]
+        for name in params:
+            cls = _object_annotation(hints.get(name))
+            if cls is not None:
+                errors.append(checks.Error(
+                    f"task {task.name} takes parameter {name!r} annotated as "
+                    f"{cls.__name__}; task arguments cross a process boundary as JSON.",
+                    hint=f"take the id instead: {name}_id: int, and load the "
+                         f"{cls.__name__} inside the task",
+                    obj=task.qualname, id="djtasks.E002",
+                ))
+        module_name = task.fn.__module__
+        try:
+            found = getattr(import_module(module_name), task.fn.__name__, None)
+        except ImportError:
+            found = None
+        if found is not task:
+            errors.append(checks.Error(
+                f"task {task.name} cannot be imported as {module_name}.{task.fn.__name__}; "
+                "a worker could not find it by name.",
+                hint="define tasks at module level in an app's tasks.py, decorated "
+                     "with @shared_task, and do not rebind the name",
+                obj=task.qualname, id="djtasks.E003",
+            ))
+    return errors
+
+
+@checks.register("djtasks")
+def check_routes(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    names = [task.name for task in registry]
+    for pattern in get_settings().ROUTES:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            errors.append(checks.Error(
+                f"DJTASKS['ROUTES'] entry {pattern!r} matches no registered task.",
+                hint="fix the task name or pattern (names are module.function, e.g. "
+                     "'shop.tasks.send_welcome_email' or 'shop.tasks.*')",
+                id="djtasks.E001",
+            ))
+    return errors

@@ -1,0 +1,241 @@
+"""The worker, run in-process (``runworker --burst --pool solo``), on real Redis and DB."""
+
+import time
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from djtasks import AsyncResult, states
+from djtasks.brokers import Delivery
+from djtasks.exceptions import TaskRevokedError
+from djtasks.message import Message
+from djtasks.models import TaskResult
+from tests.app import tasks
+from tests.app.tasks import count
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_success_is_stored_with_result_times_and_worker(burst):
+    result = tasks.add.delay(20, 22)
+    burst()
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == states.SUCCESS
+    assert row.result == 42
+    assert row.started is not None and row.finished is not None
+    assert row.finished >= row.started
+    assert row.worker.startswith("djtasks@")
+    assert result.get(timeout=1) == 42
+
+
+def test_failure_is_stored_with_traceback_and_worker_carries_on(burst):
+    failing = tasks.fail.delay("boom")
+    after = tasks.add.delay(1, 1)
+    burst()
+    row = TaskResult.objects.get(task_id=failing.id)
+    assert row.status == states.FAILURE
+    assert row.exception_type == "ValueError"
+    assert row.exception_message == "boom"
+    assert "raise ValueError(message)" in row.traceback
+    assert AsyncResult(after.id).get(timeout=1) == 2
+
+
+def test_get_reraises_the_original_exception_type_and_message(burst):
+    failing = tasks.fail.delay("original message")
+    burst()
+    with pytest.raises(ValueError, match="original message"):
+        failing.get(timeout=1)
+    assert isinstance(failing.get(timeout=1, propagate=False), ValueError)
+    assert failing.failed() and failing.ready() and not failing.successful()
+
+
+def test_get_times_out_with_timeout_error(broker):
+    result = tasks.add.delay(1, 2)  # no worker runs it
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        result.get(timeout=0.3)
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_request_context_in_a_bound_task(burst):
+    result = tasks.whoami.apply_async(queue="default")
+    burst()
+    info = result.get(timeout=1)
+    assert info["id"] == result.id
+    assert info["task"] == "tests.app.tasks.whoami"
+    assert info["retries"] == 0
+    assert info["queue"] == "default"
+    assert info["hostname"].startswith("djtasks@")
+    assert info["called_directly"] is False
+
+
+def test_ignore_result_writes_no_row_but_runs(burst, counter):
+    key = counter("fire")
+    tasks.fire_and_forget.delay(key)
+    burst()
+    assert count(key) == 1
+    assert TaskResult.objects.count() == 0
+
+
+def test_manual_retry_reruns_same_id_with_retries_incremented(counter):
+    from tests.conftest import run_burst
+
+    key = counter("flaky")
+    result = tasks.flaky.delay(key, 3)
+    run_burst()
+    assert count(key) == 3
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == states.SUCCESS
+    assert row.retries == 2
+    assert result.get(timeout=1) == 3
+
+
+def test_retries_past_max_retries_end_in_failure_with_original_error(counter):
+    from tests.conftest import run_burst
+
+    key = counter("flaky-too-often")
+    result = tasks.flaky.delay(key, 10)  # max_retries=2: runs 3 times, then fails
+    run_burst()
+    assert count(key) == 3
+    assert result.status == states.FAILURE
+    with pytest.raises(OSError, match="attempt 3 failed"):
+        result.get(timeout=1)
+
+
+def test_autoretry_for_retries_then_fails(counter):
+    from tests.conftest import run_burst
+
+    key = counter("autoretry")
+    result = tasks.always_oserror.delay(key)
+    run_burst()
+    assert count(key) == 2  # first run + max_retries=1
+    row = TaskResult.objects.get(task_id=result.id)
+    assert (row.status, row.retries, row.exception_type) == (states.FAILURE, 1, "OSError")
+
+
+def test_expired_task_is_not_run_and_is_revoked(burst, counter):
+    key = counter("expired")
+    result = tasks.record.apply_async([key], expires=0.05)
+    time.sleep(0.1)
+    burst()
+    assert count(key) == 0
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == states.REVOKED
+    assert "expired" in row.exception_message
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=1)
+
+
+def test_unencodable_return_value_is_a_failure_that_says_why(burst):
+    result = tasks.unencodable_result.delay()
+    burst()
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == states.FAILURE
+    assert "cannot be stored" in row.exception_message
+    assert "set" in row.exception_message
+
+
+def _publish_raw(broker, message_id, body, queue="default"):
+    msg = Message(id=message_id, task="x", args=[], kwargs={}, queue=queue)
+    broker.publish([(msg, body)])
+
+
+def test_undecodable_message_is_dead_lettered_with_reason(burst, broker):
+    _publish_raw(broker, "bad-1", b"\x00not json")
+    burst()
+    dead = broker.dead_letters()
+    assert [(d.id, d.queue) for d in dead] == [("bad-1", "default")]
+    assert "not a djtasks JSON envelope" in dead[0].reason
+    assert dead[0].body == b"\x00not json"
+    assert broker.queue_depths(["default"]) == {"default": 0}
+
+
+def test_unknown_task_is_dead_lettered_and_worker_goes_on(burst, broker):
+    msg = Message(id="unknown-1", task="nowhere.tasks.missing", args=[], kwargs={},
+                  queue="default")
+    broker.publish([(msg, msg.encode())])
+    ok = tasks.add.delay(2, 2)
+    burst()
+    [dead] = broker.dead_letters()
+    assert dead.id == "unknown-1"
+    assert "nowhere.tasks.missing" in dead.reason
+    assert ok.get(timeout=1) == 4
+
+
+def test_worker_consumes_every_queue_given_with_Q(burst, counter):
+    key = counter("queues")
+    tasks.record.apply_async([key], queue="default")
+    tasks.on_other_queue.delay(key)
+    burst("-Q", "default,other")
+    assert count(key) == 2
+
+
+def test_worker_does_not_consume_queues_it_was_not_given(burst, counter, broker):
+    key = counter("not-mine")
+    tasks.on_other_queue.delay(key)
+    burst("-Q", "default")
+    assert count(key) == 0
+    assert broker.queue_depths(["other"]) == {"other": 1}
+
+
+def test_higher_priority_runs_first_within_a_queue(burst, broker):
+    low = tasks.add.apply_async([0, 0], priority=0)
+    high = tasks.add.apply_async([0, 1], priority=9)
+    mid = tasks.add.apply_async([0, 2], priority=5)
+    burst("--prefetch-multiplier", "1")
+    order = sorted(TaskResult.objects.filter(task_id__in=[low.id, high.id, mid.id]),
+                   key=lambda r: r.started)
+    assert [r.task_id for r in order] == [high.id, mid.id, low.id]
+
+
+def test_database_connection_is_usable_after_it_was_closed_under_a_task(burst):
+    result = tasks.create_item.delay("first")
+    connection.close()
+    burst()
+    assert result.get(timeout=1) > 0
+
+
+def test_banner_lists_broker_queues_concurrency_and_tasks(burst):
+    out = burst("-Q", "default,reports")
+    assert "broker:      redis://127.0.0.1:6379/15" in out
+    assert "queues:      default, reports" in out
+    assert "concurrency: 1 (solo pool)" in out
+    assert ". tests.app.tasks.add" in out
+
+
+def test_banner_hides_the_broker_password(settings, broker):
+    settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": "redis://:s3cret@127.0.0.1:1/0"}
+    with pytest.raises(CommandError) as excinfo:
+        call_command("runworker", burst=True, pool="solo")
+    assert "s3cret" not in str(excinfo.value)
+    assert "***" in str(excinfo.value)
+
+
+def test_bad_options_are_command_errors():
+    with pytest.raises(CommandError, match="must be 1 or more"):
+        call_command("runworker", "--concurrency", "0")
+    with pytest.raises(CommandError, match="not a queue name"):
+        call_command("runworker", "-Q", "bad queue")
+
+
+def test_prefork_pool_runs_tasks_in_child_processes(broker):
+    import os
+
+    from tests.conftest import run_burst
+
+    results = [tasks.pid.delay() for _ in range(6)]
+    run_burst("-c", "2", pool="prefork")
+    pids = {r.get(timeout=5) for r in results}
+    assert os.getpid() not in pids
+    assert 1 <= len(pids) <= 2
+
+
+def test_fetched_messages_wait_in_the_broker_not_only_in_memory(broker):
+    tasks.add.delay(1, 1)
+    tasks.add.delay(2, 2)
+    deliveries = broker.consume("probe/0.1", ["default"], count=5, timeout=0)
+    assert [type(d) for d in deliveries] == [Delivery, Delivery]
+    inflight = broker.client.hlen(broker.inflight_key("probe/0.1"))
+    assert inflight == 2
