@@ -40,7 +40,7 @@ class MessageError(DjtasksError):
     """A message could not be decoded; the worker dead-letters it."""
 
 
-class TimeoutError(DjtasksError, TimeoutError):  # noqa: A001 - mirrors Celery's name
+class TimeoutError(DjtasksError, TimeoutError):
     """``AsyncResult.get(timeout=...)`` ran out of time (seconds)."""
 
 
@@ -61,7 +61,7 @@ class TaskRevokedError(DjtasksError):
     """The task was revoked before it ran (``AsyncResult.get()``)."""
 
 
-class Retry(Exception):  # noqa: N818 - Celery's name
+class Retry(Exception):
     """Raised by ``Task.retry()`` to tell the worker to schedule the task again.
 
     It stands outside ``DjtasksError`` on purpose: it is not an error but a

@@ -24,7 +24,7 @@ def _rebuild_exception(exc_type: str, message: str) -> BaseException:
         cls = getattr(import_module(module_name or "builtins"), name)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls(message)
-    except Exception:  # noqa: BLE001 - any failure to rebuild falls back to TaskError
+    except Exception:
         return TaskError(f"{exc_type}: {message}", exc_type)
     return TaskError(f"{exc_type}: {message}", exc_type)
 
@@ -36,7 +36,7 @@ class AsyncResult:
     is PENDING, as in Celery.
     """
 
-    def __init__(self, id: str, *, task_name: str | None = None) -> None:  # noqa: A002
+    def __init__(self, id: str, *, task_name: str | None = None) -> None:
         self.id = id
         self.task_id = id
         self.task_name = task_name
@@ -153,7 +153,7 @@ class EagerResult:
     commits); then holds the outcome in memory. No row is written.
     """
 
-    def __init__(self, id: str) -> None:  # noqa: A002
+    def __init__(self, id: str) -> None:
         self.id = self.task_id = id
         self._status = states.PENDING
         self._value: Any = None

@@ -325,7 +325,9 @@ class Task:
         elif not isinstance(task_id, str) or not 0 < len(task_id) <= _MAX_TASK_ID or any(
             c in task_id for c in "\n\r"
         ):
-            raise TypeError(f"task_id must be a one-line string of 1 to 255 characters: {task_id!r}")
+            raise TypeError(
+                f"task_id must be a one-line string of 1 to 255 characters: {task_id!r}"
+            )
         _check_queue(queue)
         _check_priority(priority)
         now = timezone.now().timestamp()

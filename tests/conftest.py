@@ -131,7 +131,9 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
     """Start real workers: ``worker_process("-c", "2", lease=2)``; all killed at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(*args: str, lease: float = 30, settings_module: str = "tests.settings") -> WorkerProcess:
+    def start(
+        *args: str, lease: float = 30, settings_module: str = "tests.settings"
+    ) -> WorkerProcess:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": settings_module,

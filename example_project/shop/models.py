@@ -15,6 +15,9 @@ class Order(models.Model):
     class Meta:
         ordering = ["-placed"]
 
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product}"
+
 
 class Report(models.Model):
     """A CSV report a user asked for; a task fills in ``file_name``."""
