@@ -40,6 +40,7 @@ class MessageError(DjtasksError):
     """A message could not be decoded; the worker dead-letters it."""
 
 
+# Named like the builtin it extends, as Celery names its own.
 class TimeoutError(DjtasksError, TimeoutError):
     """``AsyncResult.get(timeout=...)`` ran out of time (seconds)."""
 
@@ -61,7 +62,7 @@ class TaskRevokedError(DjtasksError):
     """The task was revoked before it ran (``AsyncResult.get()``)."""
 
 
-class Retry(Exception):
+class Retry(Exception):  # Celery's name, not ...Error: it is a signal
     """Raised by ``Task.retry()`` to tell the worker to schedule the task again.
 
     It stands outside ``DjtasksError`` on purpose: it is not an error but a

@@ -24,7 +24,7 @@ def _rebuild_exception(exc_type: str, message: str) -> BaseException:
         cls = getattr(import_module(module_name or "builtins"), name)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls(message)
-    except Exception:
+    except Exception:  # a class that will not rebuild falls back to TaskError
         return TaskError(f"{exc_type}: {message}", exc_type)
     return TaskError(f"{exc_type}: {message}", exc_type)
 

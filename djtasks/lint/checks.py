@@ -36,7 +36,7 @@ def _object_annotation(annotation: Any) -> type | None:
 def _hints(fn: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn)
-    except Exception:
+    except Exception:  # unresolvable forward references: nothing to check
         return {}
 
 
