@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""djtasks' benchmark: enqueue rate, drain rate, enqueue-to-start latency.
+
+    python benchmarks/run.py [--tasks N] [--concurrency C] [--json FILE]
+
+Runs against the local Redis (db 14) and PostgreSQL; the worker is a real
+``runworker -c C --burst`` subprocess. Figures are tasks per second (higher
+is better) and milliseconds. Peers, where installed, are measured in the
+same run by benchmarks/peers.py on the same services; quote ratios, not
+absolute figures (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+
+from benchmarks.benchapp import tasks  # noqa: E402
+from djtasks.brokers import get_broker  # noqa: E402
+from djtasks.models import TaskResult  # noqa: E402
+
+
+def _reset() -> None:
+    client = tasks.client()
+    keys = list(client.scan_iter(match="*djtasks-bench*", count=1000))
+    keys += list(client.scan_iter(match="bench:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    TaskResult.objects.all().delete()
+
+
+def enqueue_rate(task, n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        task.delay("bench:enqueue")
+    return n / (time.perf_counter() - started)
+
+
+def drain_rate(task, n: int, concurrency: int) -> float:
+    """Enqueue n tasks, then time a burst worker from its first task to the last."""
+    counter = "bench:drain"
+    for _ in range(n):
+        task.delay(counter)
+    client = tasks.client()
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runworker", "-c", str(concurrency),
+         "--burst", "--loglevel", "WARNING"],
+        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL,
+    )
+    while int(client.get(counter) or 0) == 0:
+        time.sleep(0.0005)
+    first = time.perf_counter()
+    while int(client.get(counter) or 0) < n:
+        time.sleep(0.001)
+    last = time.perf_counter()
+    worker.wait(60)
+    return (n - 1) / (last - first)
+
+
+def latency_ms(samples: int) -> tuple[float, float]:
+    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms."""
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runworker", "-c", "1", "--loglevel",
+         "WARNING"],
+        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL,
+    )
+    client = tasks.client()
+    key = "bench:latency"
+    try:
+        time.sleep(2)  # worker start-up
+        for _ in range(samples):
+            tasks.latency.delay(key, time.time())
+            deadline = time.monotonic() + 5
+            while client.llen(key) < _ + 1 and time.monotonic() < deadline:
+                time.sleep(0.0002)
+            time.sleep(0.002)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    values = sorted(float(v) * 1000 for v in client.lrange(key, 0, -1))
+    return statistics.median(values), values[int(len(values) * 0.99) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    get_broker().ping()
+    n = args.tasks
+    results: dict[str, float] = {}
+    _reset()
+    results["enqueue_no_result_per_s"] = enqueue_rate(tasks.noop, n)
+    _reset()
+    results["enqueue_with_result_row_per_s"] = enqueue_rate(tasks.noop_stored, n // 4)
+    _reset()
+    results["drain_no_result_per_s"] = drain_rate(tasks.noop, n, args.concurrency)
+    _reset()
+    results["drain_results_in_postgres_per_s"] = drain_rate(tasks.noop_stored, n // 2,
+                                                            args.concurrency)
+    _reset()
+    p50, p99 = latency_ms(args.latency_samples)
+    results["latency_p50_ms"], results["latency_p99_ms"] = p50, p99
+    _reset()
+    for key, value in results.items():
+        print(f"djtasks {key:34s} {value:10.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"djtasks": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
