@@ -63,6 +63,8 @@ if os.environ.get("DJTASKS_TEST_DB", "sqlite") == "postgres":
             "USER": os.environ.get("PGUSER", "postgres"),
             "NAME": os.environ.get("DJTASKS_TEST_DB_NAME", "test"),
             "CONN_MAX_AGE": 60,
+            # One test database per test run, so concurrent runs never clobber each other.
+            "TEST": {"NAME": f"test_djtasks_{os.getpid()}"},
         }
     }
 else:
@@ -71,7 +73,7 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("DJTASKS_TEST_DB_NAME", "/tmp/djtasks-test.sqlite3"),
             "OPTIONS": {"timeout": 30},
-            "TEST": {"NAME": "/tmp/djtasks-test-run.sqlite3"},
+            "TEST": {"NAME": f"/tmp/djtasks-test-run-{os.getpid()}.sqlite3"},
         }
     }
 
