@@ -41,9 +41,11 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class Reaped:
-    """What ``reap()`` took back from one dead consumer."""
+    """What ``release()``/``reap()`` took back from one consumer: the id of
+    the task it started last (None if none) and the ids given back."""
 
     consumer: str
+    running: str | None
     requeued: list[str]
 
 
@@ -90,6 +92,13 @@ class Broker(ABC):
         """Forget fetched messages: they will never be delivered again."""
 
     @abstractmethod
+    def start(self, consumer: str, task_id: str, acks: Iterable[str]) -> None:
+        """Record that ``consumer`` starts ``task_id`` and ack ``acks`` (which
+        holds ``task_id`` itself unless it is acks_late), in one round trip.
+        A consumer that dies is reported by ``reap()`` with this id.
+        """
+
+    @abstractmethod
     def requeue(self, consumer: str, ids: Iterable[str]) -> None:
         """Give fetched messages back to the front of their queues."""
 
@@ -98,8 +107,8 @@ class Broker(ABC):
         """Keep ``consumers`` alive for ``lease`` more seconds."""
 
     @abstractmethod
-    def release(self, consumer: str) -> list[str]:
-        """Give back every message ``consumer`` holds and forget it; return their ids."""
+    def release(self, consumer: str) -> Reaped:
+        """Give back every message ``consumer`` holds and forget it."""
 
     @abstractmethod
     def reap(self) -> list[Reaped]:

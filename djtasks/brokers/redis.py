@@ -8,6 +8,7 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:scheduled``             zset of frames waiting for their eta (score)
 - ``{p}:inflight:<consumer>``   hash id -> frame fetched by that consumer
 - ``{p}:consumers``             zset consumer -> lease deadline
+- ``{p}:running``               hash consumer -> id of the task it started last
 - ``{p}:dead``                  hash id -> dead letter (reason header + frame)
 - ``{p}:done:<task id>``        pub/sub channel: the task has a new state
 
@@ -60,6 +61,7 @@ class RedisBroker(Broker):
         self.scheduled_key = self.prefix + "scheduled"
         self.consumers_key = self.prefix + "consumers"
         self.dead_key = self.prefix + "dead"
+        self.running_key = self.prefix + "running"
         self._publish = client.register_script(_script("publish"))
         self._fetch = client.register_script(_script("fetch"))
         self._requeue = client.register_script(_script("requeue"))
@@ -132,6 +134,16 @@ class RedisBroker(Broker):
         if ids:
             self._call(self.client.hdel, self.inflight_key(consumer), *ids)
 
+    def start(self, consumer: str, task_id: str, acks: Iterable[str]) -> None:
+        # One round trip; MULTI is not needed: both commands only ever
+        # shrink what a dead consumer would give back.
+        pipe = self.client.pipeline(transaction=False)
+        acks = list(acks)
+        if acks:
+            pipe.hdel(self.inflight_key(consumer), *acks)
+        pipe.hset(self.running_key, consumer, task_id)
+        self._call(pipe.execute)
+
     def requeue(self, consumer: str, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
@@ -145,20 +157,22 @@ class RedisBroker(Broker):
         if mapping:
             self._call(self.client.zadd, self.consumers_key, mapping)
 
-    def release(self, consumer: str) -> list[str]:
+    def release(self, consumer: str) -> Reaped:
         reaped = self._run_reap(["", consumer])
-        return reaped[0].requeued if reaped else []
+        return reaped[0] if reaped else Reaped(consumer, None, [])
 
     def reap(self) -> list[Reaped]:
-        return [r for r in self._run_reap([repr(time.time())])]
+        return self._run_reap([repr(time.time())])
 
     def _run_reap(self, args: list[str]) -> list[Reaped]:
-        flat = self._call(self._reap, keys=[self.consumers_key], args=[self.prefix, *args])
+        flat = self._call(self._reap, keys=[self.consumers_key, self.running_key],
+                          args=[self.prefix, *args])
         out, i = [], 0
         while i < len(flat):
-            consumer, n = flat[i].decode(), int(flat[i + 1])
-            out.append(Reaped(consumer, [x.decode() for x in flat[i + 2:i + 2 + n]]))
-            i += 2 + n
+            consumer, running, n = flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2])
+            requeued = [x.decode() for x in flat[i + 3:i + 3 + n]]
+            out.append(Reaped(consumer, running or None, requeued))
+            i += 3 + n
         return out
 
     # -- dead letters --------------------------------------------------------

@@ -1,11 +1,10 @@
 """The executor: consume, run, ack. One per pool slot (a child process or the main one).
 
-Per message: decode it (a bad one is dead-lettered), write STARTED together
-with the previous task's result in one upsert, ack it before running unless
-``acks_late``, run it, and ack late ones once their result is stored. Results
-and late acks wait in buffers until the next round trip the executor makes
-anyway, or until it is about to block, so a busy executor makes about one
-database and one Redis round trip per task.
+Per message: decode it (a bad one is dead-lettered), tell the broker the
+task starts and ack it in the same round trip (unless ``acks_late``), run
+it, and hand its result to the ``ResultWriter`` thread, which stores results
+in batches and acks late messages after their rows are written. A busy
+executor makes one Redis round trip per task plus its share of a batch.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from ..execute import Outcome, execute
 from ..message import Message
 from ..registry import registry
 from ..task import Task
-from .results import ResultWriter
+from .results import ResultWriter, make_row
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -55,8 +54,8 @@ class Executor:
         self.prefetch = prefetch
         self.burst = burst
         self.stopping = False
-        self.results = ResultWriter(broker, consumer)
-        self._late_acks: list[str] = []
+        self.results: ResultWriter | None = None
+        self._acks: list[str] = []  # acks_late ids with no row to wait for
         self.tasks_done = 0
 
     def stop(self) -> None:
@@ -65,47 +64,52 @@ class Executor:
 
     def run(self) -> None:
         """The loop. Broker outages are logged and retried with backoff."""
+        self.results = ResultWriter(self.broker, self.consumer)
         backoff = 0.5
-        while not self.stopping:
+        try:
+            while not self.stopping:
+                try:
+                    deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
+                    if not deliveries:
+                        self._flush_acks()
+                        if self.burst:
+                            break
+                        deliveries = self.broker.consume(
+                            self.consumer, self.queues, self.prefetch, timeout=1.0
+                        )
+                    self.process(deliveries)
+                    backoff = 0.5
+                except BrokerError as exc:
+                    logger.error("broker error, retrying in %.1fs: %s", backoff, exc)
+                    self._sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+        finally:
+            self.results.stop()
             try:
-                deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
-                if not deliveries:
-                    self.flush()
-                    if self.burst:
-                        break
-                    deliveries = self.broker.consume(
-                        self.consumer, self.queues, self.prefetch, timeout=1.0
-                    )
-                self.process(deliveries)
-                backoff = 0.5
+                self._flush_acks()
             except BrokerError as exc:
-                logger.error("broker error, retrying in %.1fs: %s", backoff, exc)
-                self._sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-        self.flush()
+                logger.error("could not ack on the way out (redelivered later): %s", exc)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < deadline:
             time.sleep(min(0.1, deadline - time.monotonic()))
 
+    def _flush_acks(self) -> None:
+        if self._acks:
+            self.broker.ack(self.consumer, self._acks)
+            self._acks = []
+
     def process(self, deliveries: list[Delivery]) -> None:
         for i, delivery in enumerate(deliveries):
             if self.stopping:
-                self.flush()
                 self.broker.requeue(self.consumer, [d.id for d in deliveries[i:]])
                 return
             self.handle(delivery)
 
-    def flush(self) -> None:
-        """Store buffered results, then ack the late-ack messages they belong to."""
-        self.results.flush()
-        if self._late_acks:
-            self.broker.ack(self.consumer, self._late_acks)
-            self._late_acks = []
-
     def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end (or dead-letter it)."""
+        assert self.results is not None
         try:
             message = Message.decode(delivery.body)
         except MessageError as exc:
@@ -123,20 +127,21 @@ class Executor:
         if message.expires is not None and time.time() > message.expires:
             logger.info("task %s[%s] expired before it started", message.task, message.id)
             if store:
-                self.results.add(message, states.REVOKED, finished=time.time(),
-                                 exception=TaskRevokedError(_expired_reason(message)))
-            self.flush()
-            self.broker.ack(self.consumer, [message.id])
+                self.results.add(make_row(
+                    message, states.REVOKED, self.consumer, finished=time.time(),
+                    exception=TaskRevokedError(_expired_reason(message))),
+                    late_ack=message.id)
+            else:
+                self._acks.append(message.id)
             return
         if store and task.track_started:
-            self.results.add(message, states.STARTED, started=time.time())
-        # Results first, then acks: a late ack must never precede its result.
-        self.results.flush()
-        acks = self._late_acks
-        self._late_acks = []
+            self.results.add(make_row(message, states.STARTED, self.consumer,
+                                      started=time.time()))
+        acks = self._acks
+        self._acks = []
         if not task.acks_late:
             acks.append(message.id)  # at most once: acked before it runs
-        self.broker.ack(self.consumer, acks)
+        self.broker.start(self.consumer, message.id, acks)
 
         close_old_connections()
         outcome = execute(task, message, hostname=self.hostname)
@@ -145,38 +150,31 @@ class Executor:
         self._record(task, message, outcome, store)
 
     def _record(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
+        assert self.results is not None
         if outcome.status == states.FAILURE:
             logger.error("task %s[%s] failed: %s", message.task, message.id,
                          outcome.traceback.rstrip())
-        if outcome.retry is not None:
-            self._retry(task, message, outcome, store)
-            return
+        status = states.RETRY if outcome.retry is not None else outcome.status
+        late_ack = message.id if task.acks_late else None
         if store:
-            self.results.add(
-                message, outcome.status, started=outcome.started, finished=outcome.finished,
-                result=outcome.result, exception=outcome.exception, traceback=outcome.traceback,
-            )
-        if task.acks_late:
-            self._late_acks.append(message.id)
-
-    def _retry(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
-        """Store RETRY, ack this delivery, then publish the next run (same id)."""
-        retry = outcome.retry
-        assert retry is not None
-        if store:
-            self.results.add(
-                message, states.RETRY, started=outcome.started, finished=outcome.finished,
+            self.results.add(make_row(
+                message, status, self.consumer, started=outcome.started,
+                finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
-            )
-        if task.acks_late:
-            self._late_acks.append(message.id)
-        # The next run has the same id: its row and ack must be settled first.
-        self.flush()
-        logger.info("task %s[%s] retry %d scheduled", message.task, message.id, retry.retries)
-        self.broker.publish([(retry, retry.encode())])
+            ), late_ack=late_ack)
+        elif late_ack is not None:
+            self._acks.append(late_ack)
+        if outcome.retry is not None:
+            # The next run has the same id: its RETRY row and the ack of this
+            # delivery must be settled before it can be fetched.
+            self.results.sync()
+            self._flush_acks()
+            retry = outcome.retry
+            logger.info("task %s[%s] retry %d scheduled", message.task, message.id,
+                        retry.retries)
+            self.broker.publish([(retry, retry.encode())])
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("dead-lettering message %s from queue %r: %s",
                      delivery.id, delivery.queue, reason)
-        self.flush()
         self.broker.dead_letter(self.consumer, delivery, reason)

@@ -1,14 +1,25 @@
-"""Result writes from the worker, batched: one upsert per flush, not per state."""
+"""Result writes from the worker, batched by a writer thread per executor.
+
+The executor hands each state to ``ResultWriter.add()`` and goes on with
+the next task; the writer thread collects what arrives within ``interval``
+seconds and writes it in one upsert (one INSERT ... ON CONFLICT and one
+commit), then sends the done notices and the late acks that waited for those
+rows. Per task that is a fraction of a database round trip instead of two.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from datetime import UTC, datetime
+from typing import Any
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 
 from .. import codec, states
 from ..brokers import Broker
+from ..exceptions import BrokerError
 from ..message import Message
 from ..models import TaskResult
 
@@ -26,86 +37,153 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def _exception_type(exc: BaseException) -> str:
+def exception_type(exc: BaseException) -> str:
+    """The dotted name ``AsyncResult`` rebuilds the exception from."""
     cls = type(exc)
     if cls.__module__ == "builtins":
         return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-class ResultWriter:
-    """Collects ``TaskResult`` states and writes them in one upsert per ``flush()``.
+def make_row(
+    message: Message,
+    status: str,
+    worker: str,
+    *,
+    started: float | None = None,
+    finished: float | None = None,
+    result: Any = None,
+    exception: BaseException | None = None,
+    traceback: str = "",
+) -> TaskResult:
+    """A full ``TaskResult`` for ``message`` in ``status`` (times are timestamps)."""
+    return TaskResult(
+        task_id=message.id,
+        task_name=message.task,
+        queue=message.queue,
+        priority=message.priority,
+        status=status,
+        args=codec.encode(message.args),
+        kwargs=codec.encode(message.kwargs),
+        result=result,
+        exception_type=exception_type(exception) if exception is not None else "",
+        exception_message=str(exception) if exception is not None else "",
+        traceback=traceback,
+        worker=worker,
+        retries=message.retries,
+        eta=_dt(message.eta),
+        expires=_dt(message.expires),
+        created=_dt(message.created),
+        started=_dt(started),
+        finished=_dt(finished),
+    )
 
-    The last state added for a task id wins within a flush. After the
-    database write, the broker's done notices go out for the tasks that
-    reached a ready state.
+
+def upsert(rows: list[TaskResult]) -> None:
+    """Write ``rows`` in one INSERT ... ON CONFLICT (task_id) DO UPDATE.
+
+    The last row of a task id wins. Raises ``DatabaseError``.
+    """
+    latest = {row.task_id: row for row in rows}
+    TaskResult.objects.bulk_create(
+        list(latest.values()), update_conflicts=True, unique_fields=["task_id"],
+        update_fields=UPDATE_FIELDS,
+    )
+
+
+class _Sync:
+    """A marker in the writer's queue: set once everything before it is written."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class ResultWriter:
+    """Writes ``TaskResult`` rows for one executor from a background thread.
+
+    ``add(row, late_ack=id)`` queues a row; the writer acks ``late_ack`` in
+    the broker only after the row is stored, so an acks_late message is
+    never acked before its result exists. ``sync()`` waits until everything
+    added so far is written; ``stop()`` writes the rest and ends the thread.
     """
 
-    def __init__(self, broker: Broker, worker: str) -> None:
+    def __init__(self, broker: Broker, consumer: str, *, interval: float = 0.02,
+                 max_batch: int = 500) -> None:
         self.broker = broker
-        self.worker = worker
-        self._rows: dict[str, TaskResult] = {}
+        self.consumer = consumer
+        self.interval = interval
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer}",
+                                        daemon=True)
+        self._thread.start()
 
-    def __bool__(self) -> bool:
-        return bool(self._rows)
+    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+        self._queue.put((row, late_ack))
 
-    def add(
-        self,
-        message: Message,
-        status: str,
-        *,
-        started: float | None = None,
-        finished: float | None = None,
-        result: object = None,
-        exception: BaseException | None = None,
-        traceback: str = "",
-    ) -> None:
-        self._rows[message.id] = TaskResult(
-            task_id=message.id,
-            task_name=message.task,
-            queue=message.queue,
-            priority=message.priority,
-            status=status,
-            args=codec.encode(message.args),
-            kwargs=codec.encode(message.kwargs),
-            result=result,
-            exception_type=_exception_type(exception) if exception is not None else "",
-            exception_message=str(exception) if exception is not None else "",
-            traceback=traceback,
-            worker=self.worker,
-            retries=message.retries,
-            eta=_dt(message.eta),
-            expires=_dt(message.expires),
-            created=_dt(message.created),
-            started=_dt(started),
-            finished=_dt(finished),
-        )
+    def sync(self, timeout: float | None = None) -> None:
+        marker = _Sync()
+        self._queue.put(marker)
+        marker.done.wait(timeout)
 
-    def flush(self) -> None:
-        """Write the collected rows (one query), then send done notices.
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
 
-        A database error is retried once on a fresh connection, then logged
-        with the task ids; the rows are dropped rather than blocking the
-        worker, and the tasks' previous states stay in the table.
-        """
-        if not self._rows:
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                batch: list[tuple[TaskResult, str | None]] = []
+                markers: list[_Sync] = []
+                stop = False
+                while True:
+                    if item is _STOP:
+                        stop = True
+                        break
+                    if isinstance(item, _Sync):
+                        markers.append(item)
+                        break
+                    batch.append(item)
+                    if len(batch) >= self.max_batch:
+                        break
+                    try:
+                        item = self._queue.get(timeout=self.interval)
+                    except queue.Empty:
+                        break
+                self._write(batch)
+                for marker in markers:
+                    marker.done.set()
+                if stop:
+                    return
+        finally:
+            connections.close_all()  # this thread's own connections
+
+    def _write(self, batch: list[tuple[TaskResult, str | None]]) -> None:
+        if not batch:
             return
-        rows = list(self._rows.values())
-        self._rows.clear()
+        rows = [row for row, _ in batch]
+        close_old_connections()
         for attempt in (1, 2):
             try:
-                TaskResult.objects.bulk_create(
-                    rows, update_conflicts=True, unique_fields=["task_id"],
-                    update_fields=UPDATE_FIELDS,
-                )
+                upsert(rows)
                 break
             except DatabaseError:
-                if attempt == 2:
-                    logger.exception(
-                        "could not store results of tasks %s", ", ".join(r.task_id for r in rows)
-                    )
-                    return
                 close_old_connections()
+                if attempt == 2:
+                    logger.exception("could not store results of tasks %s",
+                                     ", ".join(r.task_id for r in rows))
+        acks = [ack for _, ack in batch if ack is not None]
         done = [r.task_id for r in rows if r.status in states.READY_STATES]
-        if done:
-            self.broker.notify_done(done)
+        try:
+            if acks:
+                self.broker.ack(self.consumer, acks)
+            if done:
+                self.broker.notify_done(done)
+        except BrokerError as exc:
+            # Unacked acks_late messages are redelivered if this consumer dies:
+            # at least once, as promised.
+            logger.error("could not ack/notify after storing results: %s", exc)

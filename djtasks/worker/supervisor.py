@@ -29,6 +29,7 @@ from ..conf import get_settings
 from ..exceptions import BrokerError, WorkerLostError
 from ..models import TaskResult
 from .executor import Executor
+from .results import exception_type
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -58,26 +59,30 @@ def _die_with_parent() -> None:
 
 
 def settle_lost(reaped: list[Reaped]) -> None:
-    """Mark tasks that were running on dead consumers and not requeued as FAILURE.
+    """Mark the task a dead consumer was running as FAILURE, unless requeued.
 
-    Their messages were acked when they started (``acks_late=False``), so
-    they will not run again; the row says why (``WorkerLostError``).
+    Its message was acked when it started (``acks_late=False``), so it will
+    not run again; the row says why (``WorkerLostError``). Only a PENDING or
+    STARTED row changes: RETRY, SUCCESS, FAILURE and REVOKED rows were
+    written after the run ended, so the task was not lost.
     """
     for r in reaped:
         if r.requeued:
             logger.warning("gave back %d message(s) of dead consumer %s",
                            len(r.requeued), r.consumer)
-        lost = TaskResult.objects.filter(worker=r.consumer, status=states.STARTED).exclude(
-            task_id__in=r.requeued
-        )
-        count = lost.update(
+        if r.running is None or r.running in r.requeued:
+            continue
+        count = TaskResult.objects.filter(
+            task_id=r.running, status__in=[states.PENDING, states.STARTED]
+        ).update(
             status=states.FAILURE,
-            exception_type=f"{WorkerLostError.__module__}.{WorkerLostError.__qualname__}",
+            exception_type=exception_type(WorkerLostError()),
             exception_message=f"{r.consumer} died while running the task",
+            worker=r.consumer,
             finished=timezone.now(),
         )
         if count:
-            logger.error("%d task(s) lost with dead consumer %s", count, r.consumer)
+            logger.error("task %s was lost with dead consumer %s", r.running, r.consumer)
 
 
 class Supervisor:
@@ -138,12 +143,12 @@ class Supervisor:
     def _release(self, consumer: str) -> None:
         """A consumer of ours is gone: give its messages back, settle its tasks."""
         try:
-            requeued = self.broker.release(consumer)
+            released = self.broker.release(consumer)
         except BrokerError as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
             return
         close_old_connections()
-        settle_lost([Reaped(consumer, requeued)])
+        settle_lost([released])
 
     # -- running -------------------------------------------------------------
 
