@@ -5,7 +5,8 @@
 ``None``, ``bool``, ``int``, ``float``, ``str``, ``list``, ``dict`` (any keys
 of the scalar types below, kept with their type), ``datetime`` (naive, or
 aware with its ``ZoneInfo`` zone or fixed offset, and ``fold``), ``date``,
-``time``, ``timedelta``, ``Decimal`` and ``UUID``.
+``time``, ``timedelta``, ``Decimal`` and ``UUID``, and the non-finite floats
+``inf``, ``-inf`` and ``nan`` (tagged: standard JSON has no such numbers).
 
 Lossy by design, as in Celery's JSON serializer: a ``tuple`` arrives as a
 ``list``; subclasses of ``str``/``int``/``float`` (``TextChoices`` members,
@@ -18,6 +19,7 @@ Anything else raises ``UnencodableValue`` naming where in the value it was;
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -77,8 +79,11 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
     travel (a model instance, a QuerySet, a file, a set, bytes, ...).
     """
     cls = type(value)
-    if cls is str or cls is int or cls is float or cls is bool or value is None:
+    if cls is str or cls is int or cls is bool or value is None:
         return value
+    if cls is float:
+        # JSON has no Infinity/NaN (PostgreSQL's jsonb refuses them): tag them.
+        return value if math.isfinite(value) else {TAG: "float", "v": repr(value)}
     if cls is list or cls is tuple:
         return [encode(item, (*path, i)) for i, item in enumerate(value)]
     if cls is dict:
@@ -99,9 +104,14 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
         return encoder(value)
     # Subclasses (TextChoices members, SafeString, IntEnum, datetime subclasses):
     # encode as the base type. bool before int, datetime before date.
-    for base in (bool, int, float, str):
-        if isinstance(value, base):
-            return base(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return encode(float(value), path)
+    if isinstance(value, str):
+        return str.__str__(value)  # str(value) of a (str, Enum) member is its name
     for base in (datetime, date, time, timedelta, Decimal, UUID):
         if isinstance(value, base):
             return _SCALAR_ENCODERS[base](value)
@@ -180,6 +190,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "timedelta": lambda d: timedelta(days=d["v"][0], seconds=d["v"][1], microseconds=d["v"][2]),
     "decimal": lambda d: Decimal(d["v"]),
     "uuid": lambda d: UUID(d["v"]),
+    "float": lambda d: float(d["v"]),
     "dict": lambda d: {_hashable(k): v for k, v in d["v"]},
 }
 
@@ -221,7 +232,7 @@ def decode_hook(obj: dict[str, Any]) -> Any:
 
 def dumps(value: Any) -> str:
     """Encode ``value`` and write it as compact JSON text."""
-    return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(encode(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def loads(text: str | bytes) -> Any:

@@ -31,7 +31,7 @@ class Settings:
     DEFAULT_QUEUE: str = "default"
     ROUTES: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ALWAYS_EAGER: bool = False
-    EAGER_PROPAGATES: bool = True
+    EAGER_PROPAGATES: bool = False
     ENQUEUE_ON_COMMIT: bool = True
     RESULT_EXPIRES: timedelta | None = timedelta(days=7)
     KEY_PREFIX: str = "djtasks"
@@ -67,7 +67,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "EAGER_PROPAGATES": (_is_bool, "True or False"),
     "ENQUEUE_ON_COMMIT": (_is_bool, "True or False"),
     "RESULT_EXPIRES": (
-        lambda v: v is None or isinstance(v, timedelta) or _is_positive_number(v),
+        lambda v: v is None or (isinstance(v, timedelta) and v > timedelta(0))
+        or _is_positive_number(v),
         "a timedelta, a number of seconds, or None (keep results forever)",
     ),
     "KEY_PREFIX": (
@@ -86,8 +87,9 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _invalid(key: str, value: Any, expected: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"DJTASKS[{key!r}] is {value!r}; expected {expected}.")
+def _invalid(key: str, value: Any, expected: str, *path: str) -> ImproperlyConfigured:
+    where = "".join(f"[{p!r}]" for p in (key, *path))
+    return ImproperlyConfigured(f"DJTASKS{where} is {value!r}; expected {expected}.")
 
 
 def validate_broker_url(url: str) -> None:
@@ -134,9 +136,9 @@ def validate_routes(routes: Mapping[str, Any]) -> None:
             )
         queue = route.get("queue")
         if queue is not None and not (isinstance(queue, str) and QUEUE_NAME_RE.match(queue)):
-            raise _invalid(f"ROUTES'][{pattern!r}]['queue", queue, "a queue name")
+            raise _invalid("ROUTES", queue, "a queue name", pattern, "queue")
         if "priority" in route and not _is_priority(route["priority"]):
-            raise _invalid(f"ROUTES'][{pattern!r}]['priority", route["priority"], "an int 0-9")
+            raise _invalid("ROUTES", route["priority"], "an int 0-9", pattern, "priority")
 
 
 def load(raw: Mapping[str, Any] | None) -> Settings:

@@ -69,11 +69,11 @@ def execute(task: Task, message: Message, *, hostname: str, eager: bool = False)
         return Outcome(states.SUCCESS, started, finished, value=value)
     try:
         result = codec.encode(value, ("result",))
-    except codec.UnencodableValue as exc:
-        error = TypeError(
-            f"{task.name} returned a value that cannot be stored as its result: "
-            f"{codec.describe_unencodable(exc.value, exc.path)}"
-        )
+    except (codec.UnencodableValue, RecursionError) as exc:
+        why = (codec.describe_unencodable(exc.value, exc.path)
+               if isinstance(exc, codec.UnencodableValue) else "it contains itself")
+        error = TypeError(f"{task.name} returned a value that cannot be stored as its result: "
+                          f"{why}")
         return Outcome(states.FAILURE, started, finished, exception=error,
                        traceback=f"TypeError: {error}")
     return Outcome(states.SUCCESS, started, finished, value=value, result=result)

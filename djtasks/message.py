@@ -106,8 +106,13 @@ class Message:
             ("priority", int), ("retries", int), ("created", int | float), ("options", dict),
         )
         for name, kind in checks:
-            if not isinstance(getattr(self, name), kind):
-                return f"field {name!r} is a {type(getattr(self, name)).__name__}"
+            value = getattr(self, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"field {name!r} is a {type(value).__name__}"
+        if not 0 <= self.priority <= 9:
+            return f"field 'priority' is {self.priority}, not 0 to 9"
+        if self.retries < 0:
+            return f"field 'retries' is {self.retries}, not >= 0"
         for name in ("eta", "expires"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, int | float):
@@ -119,4 +124,6 @@ class Message:
 
 def dump_envelope(envelope: dict[str, Any]) -> bytes:
     """Write an envelope from ``Message.envelope()`` as UTF-8 JSON bytes."""
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()

@@ -285,7 +285,10 @@ class Task:
 
         Arguments go through the codec as they would through a broker, so
         ``apply`` catches what ``delay`` would. Retries run at once, without
-        their countdown. Follows Celery's ``Task.apply``; no row is written.
+        their countdown. Follows Celery's ``Task.apply``: the task's
+        exception is re-raised if ``DJTASKS['EAGER_PROPAGATES']`` is True
+        (default False, Celery's ``task_eager_propagates``), else the result
+        holds it. No row is written.
         """
         from .result import EagerResult
 
@@ -380,6 +383,10 @@ class Task:
             return message.envelope()
         except codec.UnencodableValue as exc:
             raise self._argument_error(exc) from None
+        except RecursionError:
+            raise TaskArgumentError(
+                f"{self.name}: the arguments are nested too deeply or contain themselves"
+            ) from None
 
     def _argument_error(self, exc: codec.UnencodableValue) -> TaskArgumentError:
         short = self.name.rsplit(".", 1)[-1]
@@ -464,6 +471,10 @@ class Task:
 
 
 def _short_repr(value: Any) -> str:
+    from django.db.models import Manager, QuerySet
+
+    if isinstance(value, QuerySet | Manager):  # repr() of a QuerySet runs a query
+        return f"<{type(value).__name__} of {value.model.__name__}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -503,7 +514,8 @@ class _EagerRun:
 def _run_on_commit(func: Callable[[], None], *, on_commit: bool, using: str | None) -> None:
     from django.db import transaction
 
-    if on_commit:
+    # Checked here rather than by on_commit(), which opens a connection to ask.
+    if on_commit and transaction.get_connection(using).in_atomic_block:
         transaction.on_commit(func, using=using)
     else:
         func()

@@ -239,3 +239,44 @@ def test_fetched_messages_wait_in_the_broker_not_only_in_memory(broker):
     assert [type(d) for d in deliveries] == [Delivery, Delivery]
     inflight = broker.client.hlen(broker.inflight_key("probe/0.1"))
     assert inflight == 2
+
+
+def test_get_waits_on_the_broker_notice_not_by_polling_the_database(broker):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    result = tasks.add.delay(1, 2)  # nobody runs it
+    with CaptureQueriesContext(connection) as queries, pytest.raises(TimeoutError):
+        result.get(timeout=2.5)
+    assert len(queries) <= 5  # one read a second (+ first and last), not a busy loop
+
+
+def test_get_returns_as_soon_as_the_worker_stores_the_result(broker):
+    import threading
+
+    from tests.conftest import run_burst
+
+    result = tasks.add.delay(2, 2)
+    returned: list[float] = []
+
+    def wait() -> None:
+        assert result.get(timeout=10) == 4
+        returned.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)  # the waiter has read PENDING and sleeps on the notice
+    run_burst()
+    burst_done = time.monotonic()
+    waiter.join(10)
+    assert returned, "get() did not return"
+    # Woken by the done notice, not by its next (once a second) database read.
+    assert returned[0] - burst_done < 0.15
+
+
+def test_a_cache_url_broker_runs_tasks_end_to_end(settings, burst):
+    settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": "cache://redis"}
+    result = tasks.add.delay(5, 5)
+    out = burst()
+    assert "cache://redis" in out
+    assert result.get(timeout=1) == 10

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conf import get_settings, on_reset
 from .base import Broker, DeadLetter, Delivery, Reaped
@@ -15,13 +15,22 @@ _broker_pid: int | None = None
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs, banners, errors)."""
+    """``url`` with any password replaced by ``***`` (for logs, banners, errors).
+
+    Covers ``user:password@host`` and redis-py's ``?password=`` parameter.
+    """
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    head, sep, query = url.partition("?")
+    if sep and "password" in query.lower():
+        pairs = [
+            (k, "***" if k.lower() == "password" else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        url = f"{head}?{urlencode(pairs, safe='*')}"
+    return url
 
 
 def make_broker(url: str, key_prefix: str) -> Broker:
