@@ -15,7 +15,7 @@ from .exceptions import (
     TaskError,
 )
 from .registry import registry
-from .result import AsyncResult, EagerResult
+from .result import AsyncResult, EagerResult, revoke
 from .task import Task, shared_task
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "TaskArgumentError",
     "TaskError",
     "registry",
+    "revoke",
     "send_task",
     "shared_task",
 ]

@@ -12,6 +12,8 @@ class DjtasksConfig(AppConfig):
         from .conf import get_settings
         from .lint import checks  # noqa: F401 - registers the system checks
         from .registry import autodiscover
+        from .utils import install_task_record_factory
 
         get_settings()  # a bad DJTASKS stops start-up here, naming the key
+        install_task_record_factory()  # so LOGGING formats may use %(task_id)s anywhere
         autodiscover()

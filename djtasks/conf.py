@@ -41,6 +41,7 @@ class Settings:
     TRACK_STARTED: bool = True
     IGNORE_RESULT: bool = False
     ACKS_LATE: bool = False
+    MAX_DEATHS: int = 3
 
 
 def _is_bool(v: Any) -> bool:
@@ -84,6 +85,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TRACK_STARTED": (_is_bool, "True or False"),
     "IGNORE_RESULT": (_is_bool, "True or False"),
     "ACKS_LATE": (_is_bool, "True or False"),
+    "MAX_DEATHS": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+        "an int >= 1: executors a message may kill before it is dead-lettered",
+    ),
 }
 
 
@@ -191,7 +196,7 @@ _reset_hooks: list[Callable[[], None]] = []
 
 
 def on_reset(hook: Callable[[], None]) -> Callable[[], None]:
-    """Register ``hook`` to run when DJTASKS (or CACHES/SECRET_KEY) changes."""
+    """Register ``hook`` to run when DJTASKS or CACHES changes."""
     _reset_hooks.append(hook)
     return hook
 

@@ -82,5 +82,16 @@ class MaxRetriesExceededError(DjtasksError):
     """``Task.retry()`` was called after ``max_retries`` retries, with no exception to re-raise."""
 
 
+class SoftTimeLimitExceeded(DjtasksError):
+    """Raised inside a task when its ``soft_time_limit`` (seconds) has passed.
+
+    The task may catch it to clean up; Celery's name and meaning.
+    """
+
+
+class TimeLimitExceeded(DjtasksError):
+    """The task ran past its hard ``time_limit`` and its executor was killed."""
+
+
 class WorkerLostError(DjtasksError):
     """The worker running the task died before the task ended (Celery's name)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import codec, states
+from . import codec, signals, states
 from .exceptions import Retry
 from .message import Message
 from .task import Request, Task, request_scope
@@ -36,34 +36,63 @@ def _dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
-def execute(task: Task, message: Message, *, hostname: str, eager: bool = False) -> Outcome:
-    """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
-
-    ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``;
-    a return value that cannot be encoded is a FAILURE saying so.
-    """
-    request = Request(
+def make_request(message: Message, *, hostname: str, eager: bool = False) -> Request:
+    return Request(
         id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
         retries=message.retries, queue=message.queue, priority=message.priority,
         eta=_dt(message.eta), expires=_dt(message.expires), hostname=hostname,
         parent_id=message.parent_id, root_id=message.root_id, is_eager=eager,
         called_directly=False, message=message,
     )
-    started = time.time()
+
+
+def execute(task: Task, message: Message, *, hostname: str, eager: bool = False) -> Outcome:
+    """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
+
+    ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``;
+    a return value that cannot be encoded is a FAILURE saying so. Sends the
+    ``task_prerun``/``task_postrun``/``task_success``/``task_failure``/
+    ``task_retry`` signals (djtasks.signals).
+    """
+    request = make_request(message, hostname=hostname, eager=eager)
     with request_scope(request):
-        try:
-            try:
-                value = task.run(*message.args, **message.kwargs)
-            except task.autoretry_for as exc:
-                task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
-        except Retry as retry:
-            return Outcome(
-                states.RETRY, started, time.time(), exception=retry.exc or retry,
-                traceback=tb.format_exc(), retry=retry.retry_message,  # type: ignore[arg-type]
+        signals.task_prerun.send(sender=task.name, task_id=message.id, task=task,
+                                 args=message.args, kwargs=message.kwargs)
+        outcome = _run(task, message)
+        if outcome.status == states.SUCCESS:
+            signals.task_success.send(sender=task.name, result=outcome.value)
+        elif outcome.status == states.FAILURE:
+            signals.task_failure.send(
+                sender=task.name, task_id=message.id, exception=outcome.exception,
+                args=message.args, kwargs=message.kwargs, traceback=outcome.traceback,
+                einfo=outcome.exception,
             )
-        except Exception as exc:
-            return Outcome(states.FAILURE, started, time.time(), exception=exc,
-                           traceback=tb.format_exc())
+        else:
+            signals.task_retry.send(sender=task.name, request=request,
+                                    reason=outcome.exception, einfo=outcome.exception)
+        signals.task_postrun.send(
+            sender=task.name, task_id=message.id, task=task, args=message.args,
+            kwargs=message.kwargs, retval=outcome.value if outcome.exception is None
+            else outcome.exception, state=outcome.status,
+        )
+    return outcome
+
+
+def _run(task: Task, message: Message) -> Outcome:
+    started = time.time()
+    try:
+        try:
+            value = task.run(*message.args, **message.kwargs)
+        except task.autoretry_for as exc:
+            task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
+    except Retry as retry:
+        return Outcome(
+            states.RETRY, started, time.time(), exception=retry.exc or retry,
+            traceback=tb.format_exc(), retry=retry.retry_message,  # type: ignore[arg-type]
+        )
+    except Exception as exc:
+        return Outcome(states.FAILURE, started, time.time(), exception=exc,
+                       traceback=tb.format_exc())
     finished = time.time()
     if task.ignore_result:
         return Outcome(states.SUCCESS, started, finished, value=value)

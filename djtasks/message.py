@@ -13,7 +13,7 @@ from .exceptions import MessageError
 PROTOCOL_VERSION = 1
 
 # Per-call options a message may carry; each overrides the task's own.
-MESSAGE_OPTIONS = frozenset({"acks_late", "ignore_result", "track_started"})
+MESSAGE_OPTIONS = frozenset({"time_limit", "soft_time_limit"})
 
 
 @dataclass(slots=True)
@@ -119,6 +119,11 @@ class Message:
                 return f"field {name!r} is a {type(value).__name__}, not a timestamp"
         if any(not isinstance(k, str) for k in self.kwargs):
             return "kwargs has a key that is not a string"
+        for key, value in self.options.items():
+            if key not in MESSAGE_OPTIONS:
+                return f"option {key!r} is unknown (known: {', '.join(sorted(MESSAGE_OPTIONS))})"
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                return f"option {key!r} is {value!r}, not a number of seconds > 0"
         return None
 
 

@@ -99,6 +99,10 @@ class AsyncResult:
     def failed(self) -> bool:
         return self.status == states.FAILURE
 
+    def revoke(self, terminate: bool = False, signal: str = "SIGKILL") -> None:
+        """Stop the task from running; see ``djtasks.revoke``."""
+        revoke(self.id, terminate=terminate)
+
     def forget(self) -> None:
         """Delete the result row."""
         from .models import TaskResult
@@ -144,6 +148,30 @@ class AsyncResult:
         if row.status == states.REVOKED:
             raise TaskRevokedError(f"task {self.id} was revoked: {row.exception_message}")
         raise _rebuild_exception(row.exception_type, row.exception_message)
+
+
+def revoke(task_id: str | list[str], *, terminate: bool = False) -> None:
+    """Revoke tasks: a queued or scheduled task never starts, on any worker,
+    also one that starts later (revocations are kept in the broker for a day).
+
+    The task's row becomes REVOKED at once unless it has already finished.
+    ``terminate=True`` also kills it where it is running, on the prefork
+    pool (its executor gets SIGKILL and is replaced; the row says
+    "terminated"). Follows Celery's ``revoke``; unlike Celery, it holds for
+    workers that start after the call.
+    """
+    from django.utils import timezone
+
+    from .brokers import get_broker
+    from .models import TaskResult
+
+    ids = [task_id] if isinstance(task_id, str) else list(task_id)
+    get_broker().revoke(ids, terminate=terminate)
+    TaskResult.objects.filter(
+        task_id__in=ids, status__in=[states.PENDING, states.RETRY]
+    ).update(status=states.REVOKED, exception_type="djtasks.exceptions.TaskRevokedError",
+             exception_message="revoked", finished=timezone.now())
+    get_broker().notify_done(ids)
 
 
 class EagerResult:

@@ -93,6 +93,41 @@ def _check_seconds(name: str, value: Any, *, allow_none: bool = True) -> None:
         raise TypeError(f"{name} must be a number of seconds >= 0, not {value!r}")
 
 
+def _check_limits(time_limit: Any, soft_time_limit: Any) -> None:
+    for name, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise TypeError(f"{name} must be a number of seconds > 0, not {value!r}")
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(rate: str | float | None) -> float | None:
+    """Tasks per second from a Celery rate limit: ``"10/s"``, ``"100/m"``,
+    ``"1000/h"``, or a number (per second). None means no limit.
+
+    Raises ``TypeError`` for anything else.
+    """
+    if rate is None:
+        return None
+    if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
+        return float(rate)
+    if isinstance(rate, str):
+        count, _, unit = rate.partition("/")
+        try:
+            value = float(count)
+        except ValueError:
+            value = -1.0
+        if value > 0 and (unit or "s") in _RATE_UNITS:
+            return value / _RATE_UNITS[unit or "s"]
+    raise TypeError(
+        f"rate_limit must look like '10/s', '100/m' or '1000/h' (or a number per second), "
+        f"not {rate!r}"
+    )
+
+
 def _check_priority(value: Any) -> None:
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9
@@ -123,8 +158,17 @@ class Task:
       countdown = base * 2**retries), ``retry_backoff_max`` (seconds, 600),
       ``retry_jitter`` (True: a random countdown between 0 and the backoff).
     - ``acks_late``: ack after the task ran instead of before (at least once
-      instead of at most once; DESIGN.md section 4). Default from
+      instead of at most once; docs/delivery.md). Default from
       ``DJTASKS['ACKS_LATE']``.
+    - ``reject_on_worker_lost``: with ``acks_late``, whether a task whose
+      executor died runs again (None or True) or ends FAILURE (False).
+    - ``time_limit`` (seconds, hard: the executor is killed and replaced, the
+      task ends FAILURE with ``TimeLimitExceeded``; prefork pool only) and
+      ``soft_time_limit`` (seconds: ``SoftTimeLimitExceeded`` is raised in
+      the task; prefork and solo pools). Per call too; the worker's
+      ``--time-limit``/``--soft-time-limit`` are the defaults.
+    - ``rate_limit``: ``"10/s"``, ``"100/m"``, ``"1000/h"`` (or a number per
+      second), enforced across all workers together.
     - ``ignore_result``: write no ``TaskResult`` row at all.
     - ``track_started``: record STARTED when a worker begins it.
     - ``expires``: seconds after publishing (or a datetime) after which a
@@ -146,9 +190,13 @@ class Task:
         retry_backoff_max: float = 600,
         retry_jitter: bool = True,
         acks_late: bool | None = None,
+        reject_on_worker_lost: bool | None = None,
         ignore_result: bool | None = None,
         track_started: bool | None = None,
         expires: float | datetime | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
+        rate_limit: str | float | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@shared_task needs a function, not {fn!r}")
@@ -170,6 +218,9 @@ class Task:
             raise TypeError(f"autoretry_for must be exception classes, not {autoretry_for!r}")
         if not isinstance(expires, datetime):
             _check_seconds("expires", expires)
+        _check_limits(time_limit, soft_time_limit)
+        self.rate_limit = rate_limit
+        self.rate_per_second = parse_rate(rate_limit)
         self.bind = bind
         self.queue = queue
         self.priority = priority
@@ -180,6 +231,9 @@ class Task:
         self.retry_backoff_max = retry_backoff_max
         self.retry_jitter = retry_jitter
         self._acks_late = acks_late
+        self.reject_on_worker_lost = reject_on_worker_lost
+        self.time_limit = time_limit
+        self.soft_time_limit = soft_time_limit
         self._ignore_result = ignore_result
         self._track_started = track_started
         self.expires = expires
@@ -242,12 +296,15 @@ class Task:
         task_id: str | None = None,
         on_commit: bool | None = None,
         using: str | None = None,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> AsyncResult | EagerResult:
         """Publish a message to run this task in a worker; return its result at once.
 
         ``countdown`` (seconds) or ``eta`` (a datetime; naive means the current
         Django time zone) delay the run; ``expires`` (seconds from now, or a
-        datetime) drops it if it has not started by then. ``on_commit``
+        datetime) drops it if it has not started by then; ``time_limit`` and
+        ``soft_time_limit`` (seconds) override the task's. ``on_commit``
         (default ``DJTASKS['ENQUEUE_ON_COMMIT']``) publishes when the
         transaction on ``using`` commits, so a rollback leaves no trace.
 
@@ -262,6 +319,11 @@ class Task:
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id,
         )
+        _check_limits(time_limit, soft_time_limit)
+        if time_limit is not None:
+            message.options["time_limit"] = time_limit
+        if soft_time_limit is not None:
+            message.options["soft_time_limit"] = soft_time_limit
         envelope = self.encode_message(message)
         if on_commit is None:
             on_commit = s.ENQUEUE_ON_COMMIT

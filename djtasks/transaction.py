@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import router, transaction
 
-from . import states
+from . import signals, states
 from .brokers import get_broker
 from .exceptions import BrokerError
 from .message import Message, dump_envelope
@@ -37,6 +37,10 @@ def enqueue(
     """
     from .models import TaskResult
 
+    signals.before_task_publish.send(
+        sender=message.task, body=envelope, exchange="", routing_key=message.queue,
+        headers={}, properties={}, declare=[], retry_policy=None,
+    )
     body = dump_envelope(envelope)
     if using is None:
         using = router.db_for_write(TaskResult)
@@ -48,15 +52,23 @@ def enqueue(
             expires=_dt(message.expires), created=_dt(message.created),
         )
     if on_commit and transaction.get_connection(using).in_atomic_block:
-        transaction.on_commit(lambda: _publish_after_commit(message, body), using=using)
+        transaction.on_commit(lambda: _publish_after_commit(message, envelope, body),
+                              using=using)
     else:
-        get_broker().publish([(message, body)])
+        _publish(message, envelope, body)
     return AsyncResult(message.id, task_name=message.task)
 
 
-def _publish_after_commit(message: Message, body: bytes) -> None:
+def _publish(message: Message, envelope: dict[str, Any], body: bytes) -> None:
+    get_broker().publish([(message, body)])
+    signals.after_task_publish.send(
+        sender=message.task, body=envelope, exchange="", routing_key=message.queue
+    )
+
+
+def _publish_after_commit(message: Message, envelope: dict[str, Any], body: bytes) -> None:
     try:
-        get_broker().publish([(message, body)])
+        _publish(message, envelope, body)
     except BrokerError as exc:
         # The commit has happened; failing the caller now would not undo it.
         logger.error(

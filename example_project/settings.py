@@ -98,7 +98,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "worker": {"format": "[%(asctime)s %(levelname)s %(process)d] %(name)s: %(message)s"},
+        "worker": {
+            "format": "[%(asctime)s %(levelname)s %(process)d] %(task_name)s[%(task_id)s] "
+                      "%(name)s: %(message)s"
+        },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "worker"}},
     "loggers": {"djtasks": {"handlers": ["console"], "level": "INFO"}},

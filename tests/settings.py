@@ -95,6 +95,10 @@ CACHES = {
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"djtasks": {"handlers": ["console"], "level": "INFO"}},
+    "formatters": {"task": {"format": "%(task_name)s[%(task_id)s] %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "task"}},
+    "loggers": {
+        "djtasks": {"handlers": ["console"], "level": "INFO"},
+        "tests": {"handlers": ["console"], "level": "INFO"},
+    },
 }

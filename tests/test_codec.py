@@ -423,7 +423,7 @@ def make_message(**overrides: Any) -> Message:
         parent_id="parent-1",
         root_id="root-1",
         created=1_799_999_999.25,
-        options={"acks_late": True},
+        options={"time_limit": 30, "soft_time_limit": 25.5},
     )
     fields.update(overrides)
     return Message(**fields)

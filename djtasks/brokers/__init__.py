@@ -33,7 +33,7 @@ def redact_url(url: str) -> str:
     return url
 
 
-def make_broker(url: str, key_prefix: str) -> Broker:
+def make_broker(url: str, key_prefix: str, max_deaths: int = 3) -> Broker:
     """A new broker for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``cache://alias``)."""
     from .redis import RedisBroker
 
@@ -43,8 +43,9 @@ def make_broker(url: str, key_prefix: str) -> Broker:
 
         parts = urlsplit(url)
         alias = parts.netloc or parts.path.lstrip("/")
-        return RedisBroker(url, key_prefix=key_prefix, client=get_redis_connection(alias))
-    return RedisBroker(url, key_prefix=key_prefix)
+        return RedisBroker(url, key_prefix=key_prefix, client=get_redis_connection(alias),
+                           max_deaths=max_deaths)
+    return RedisBroker(url, key_prefix=key_prefix, max_deaths=max_deaths)
 
 
 def get_broker() -> Broker:
@@ -52,7 +53,7 @@ def get_broker() -> Broker:
     global _broker, _broker_pid
     if _broker is None or _broker_pid != os.getpid():
         s = get_settings()
-        _broker = make_broker(s.BROKER_URL, s.KEY_PREFIX)
+        _broker = make_broker(s.BROKER_URL, s.KEY_PREFIX, s.MAX_DEATHS)
         _broker_pid = os.getpid()
     return _broker
 

@@ -15,17 +15,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..message import Message
 
 
 @dataclass(slots=True)
 class Delivery:
-    """One fetched message: its id, its queue and its undecoded body."""
+    """One fetched message: its id, its queue and its undecoded body.
+
+    ``revoked`` deliveries were dropped by the broker because their task
+    was revoked; they are handed over only so the worker can record that.
+    """
 
     id: str
     queue: str
     body: bytes
+    revoked: bool = False
 
 
 @dataclass(slots=True)
@@ -41,11 +47,19 @@ class DeadLetter:
 
 @dataclass(slots=True)
 class Reaped:
-    """What ``release()``/``reap()`` took back from one consumer: the id of
-    the task it started last (None if none) and the ids given back."""
+    """What ``release()``/``reap()`` took back from one consumer.
+
+    ``running`` is the id of the task it started last (None if none) and
+    ``fate`` what became of that message: ``"acked"`` (acked at start, or
+    finished), ``"requeued"`` (acks_late: it runs again), ``"dropped"``
+    (``reject_on_worker_lost=False``, or a hard time limit), ``"dead"``
+    (it had killed ``max_deaths`` executors: dead-lettered) or ``""``.
+    ``requeued`` lists every id given back.
+    """
 
     consumer: str
     running: str | None
+    fate: str
     requeued: list[str]
 
 
@@ -82,7 +96,8 @@ class Broker(ABC):
         self, consumer: str, queues: Sequence[str], count: int, timeout: float
     ) -> list[Delivery]:
         """Fetch up to ``count`` messages for ``consumer``, highest priority
-        first, moving due scheduled messages to their queues on the way.
+        first within a queue (queues take turns), moving due scheduled
+        messages to their queues on the way.
         Waits up to ``timeout`` seconds when there are none (0: no wait).
         Fetched messages belong to ``consumer`` until ``ack``/``requeue``.
         """
@@ -92,11 +107,23 @@ class Broker(ABC):
         """Forget fetched messages: they will never be delivered again."""
 
     @abstractmethod
-    def start(self, consumer: str, task_id: str, acks: Iterable[str]) -> None:
+    def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
+              redeliver: bool = True) -> bool:
         """Record that ``consumer`` starts ``task_id`` and ack ``acks`` (which
         holds ``task_id`` itself unless it is acks_late), in one round trip.
-        A consumer that dies is reported by ``reap()`` with this id.
+        Returns False, acking it, if ``task_id`` was revoked meanwhile.
+        ``redeliver=False``: if the consumer dies running it, do not requeue
+        it (``reject_on_worker_lost=False``).
         """
+
+    @abstractmethod
+    def defer(self, consumer: str, task_id: str, eta: float) -> None:
+        """Move a fetched message back to the broker, to be delivered at ``eta``."""
+
+    @abstractmethod
+    def take_token(self, name: str, rate: float) -> float:
+        """Take a token from the shared bucket of ``name`` (``rate`` per
+        second); return 0 if taken, else seconds until one is available."""
 
     @abstractmethod
     def requeue(self, consumer: str, ids: Iterable[str]) -> None:
@@ -107,8 +134,40 @@ class Broker(ABC):
         """Keep ``consumers`` alive for ``lease`` more seconds."""
 
     @abstractmethod
-    def release(self, consumer: str) -> Reaped:
-        """Give back every message ``consumer`` holds and forget it."""
+    def release(self, consumer: str, *, drop_running: bool = False) -> Reaped:
+        """Give back every message ``consumer`` holds and forget it.
+
+        ``drop_running`` acks the task it was running instead of requeueing
+        it (its executor was killed for a hard time limit).
+        """
+
+    @abstractmethod
+    def running_task(self, consumer: str) -> str | None:
+        """The id ``consumer`` started last, if it is still recorded."""
+
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
+        """Never deliver these tasks again (remembered a day); with
+        ``terminate``, workers also kill them where they are running."""
+
+    @abstractmethod
+    def is_revoked(self, task_id: str) -> bool: ...
+
+    @abstractmethod
+    def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:
+        """Consumers (of ``consumers``) running a task revoked with terminate,
+        mapped to that task's id."""
+
+    @abstractmethod
+    def register_worker(self, name: str, info: dict[str, Any]) -> None:
+        """Record a worker's heartbeat info (JSON data) under its name."""
+
+    @abstractmethod
+    def unregister_worker(self, name: str) -> None: ...
+
+    @abstractmethod
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every registered worker's last heartbeat info."""
 
     @abstractmethod
     def reap(self) -> list[Reaped]:
@@ -117,6 +176,13 @@ class Broker(ABC):
     @abstractmethod
     def dead_letter(self, consumer: str, delivery: Delivery, reason: str) -> None:
         """Move a fetched message to the dead-letter store with ``reason``."""
+
+    @abstractmethod
+    def requeue_dead_letter(self, task_id: str) -> bool:
+        """Put a dead letter back on its queue; False if there is none by that id."""
+
+    @abstractmethod
+    def delete_dead_letter(self, task_id: str) -> bool: ...
 
     @abstractmethod
     def dead_letters(self) -> list[DeadLetter]:

@@ -9,7 +9,12 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:inflight:<consumer>``   hash id -> frame fetched by that consumer
 - ``{p}:consumers``             zset consumer -> lease deadline
 - ``{p}:running``               hash consumer -> id of the task it started last
-- ``{p}:dead``                  hash id -> dead letter (reason header + frame)
+- ``{p}:dead``                  hash id -> dead letter (JSON header line + body)
+- ``{p}:revoked``               zset task id -> time revoked (remembered a day)
+- ``{p}:terminate``             zset task id -> time: revoked with terminate=True
+- ``{p}:deaths``                hash id -> executors that died running it
+- ``{p}:workers``               hash worker name -> JSON info (heartbeat)
+- ``{p}:rate:<task name>``      hash: the task's rate-limit token bucket
 - ``{p}:done:<task id>``        pub/sub channel: the task has a new state
 
 A frame is ``<id>\\n<list key>\\n<body>``: the id and destination are readable
@@ -37,6 +42,7 @@ from .base import Broker, DeadLetter, Delivery, DoneListener, Reaped
 _LUA = Path(__file__).with_name("lua")
 PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
 MAX_BLOCK = 1.0  # seconds an idle consume() blocks at most, so stop flags are seen
+REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 
 
 def _script(name: str) -> str:
@@ -49,8 +55,10 @@ class RedisBroker(Broker):
     ``client`` is a redis-py client; when None, one is made from ``url``.
     """
 
-    def __init__(self, url: str, *, key_prefix: str, client: redis.Redis | None = None) -> None:
+    def __init__(self, url: str, *, key_prefix: str, client: redis.Redis | None = None,
+                 max_deaths: int = 3) -> None:
         self.url = url
+        self.max_deaths = max_deaths
         if client is None:
             client = redis.Redis.from_url(
                 url, socket_timeout=MAX_BLOCK + 10, socket_connect_timeout=5,
@@ -62,10 +70,17 @@ class RedisBroker(Broker):
         self.consumers_key = self.prefix + "consumers"
         self.dead_key = self.prefix + "dead"
         self.running_key = self.prefix + "running"
+        self.revoked_key = self.prefix + "revoked"
+        self.terminate_key = self.prefix + "terminate"
+        self.deaths_key = self.prefix + "deaths"
+        self.workers_key = self.prefix + "workers"
         self._publish = client.register_script(_script("publish"))
         self._fetch = client.register_script(_script("fetch"))
         self._requeue = client.register_script(_script("requeue"))
         self._reap = client.register_script(_script("reap"))
+        self._start = client.register_script(_script("start"))
+        self._defer = client.register_script(_script("defer"))
+        self._rate = client.register_script(_script("rate"))
         self._rotation = 0
 
     # -- keys ----------------------------------------------------------------
@@ -115,34 +130,43 @@ class RedisBroker(Broker):
         keys = [self.inflight_key(consumer), self.scheduled_key, *wake]
         keys += [self.list_key(q, p) for q in ordered for p in PRIORITIES]
         now = time.time()
-        frames, next_eta = self._call(self._fetch, keys=keys, args=[count, now, len(wake)])
-        if not frames and timeout > 0:
+        args = [count, now, len(wake), self.revoked_key]
+        frames, next_eta, revoked = self._call(self._fetch, keys=keys, args=args)
+        if not frames and not revoked and timeout > 0:
             wait = min(timeout, MAX_BLOCK)
             if next_eta is not None:
                 wait = min(wait, max(float(next_eta) - now, 0.001))
             self._call(self.client.blpop, wake, timeout=max(wait, 0.001))
-            frames, _ = self._call(self._fetch, keys=keys, args=[count, time.time(), len(wake)])
-        return [self._delivery(f) for f in frames]
+            args[1] = time.time()
+            frames, _, revoked = self._call(self._fetch, keys=keys, args=args)
+        return ([self._delivery(f) for f in frames]
+                + [self._delivery(f, revoked=True) for f in revoked])
 
-    def _delivery(self, frame: bytes) -> Delivery:
+    def _delivery(self, frame: bytes, *, revoked: bool = False) -> Delivery:
         head, list_key, body = frame.split(b"\n", 2)
         queue = list_key.decode()[len(self.prefix) + 2:-2]
-        return Delivery(id=head.decode(), queue=queue, body=body)
+        return Delivery(id=head.decode(), queue=queue, body=body, revoked=revoked)
 
     def ack(self, consumer: str, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
             self._call(self.client.hdel, self.inflight_key(consumer), *ids)
 
-    def start(self, consumer: str, task_id: str, acks: Iterable[str]) -> None:
-        # One round trip; MULTI is not needed: both commands only ever
-        # shrink what a dead consumer would give back.
-        pipe = self.client.pipeline(transaction=False)
-        acks = list(acks)
-        if acks:
-            pipe.hdel(self.inflight_key(consumer), *acks)
-        pipe.hset(self.running_key, consumer, task_id)
-        self._call(pipe.execute)
+    def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
+              redeliver: bool = True) -> bool:
+        marker = task_id if redeliver else f"{task_id}\nk"
+        keys = [self.inflight_key(consumer), self.running_key, self.revoked_key]
+        return bool(self._call(self._start, keys=keys,
+                               args=[consumer, task_id, marker, *acks]))
+
+    def defer(self, consumer: str, task_id: str, eta: float) -> None:
+        self._call(self._defer, keys=[self.inflight_key(consumer), self.scheduled_key],
+                   args=[task_id, repr(eta)])
+
+    def take_token(self, name: str, rate: float) -> float:
+        wait = self._call(self._rate, keys=[f"{self.prefix}rate:{name}"],
+                          args=[repr(rate), repr(time.time())])
+        return float(wait)
 
     def requeue(self, consumer: str, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -157,23 +181,71 @@ class RedisBroker(Broker):
         if mapping:
             self._call(self.client.zadd, self.consumers_key, mapping)
 
-    def release(self, consumer: str) -> Reaped:
-        reaped = self._run_reap(["", consumer])
-        return reaped[0] if reaped else Reaped(consumer, None, [])
+    def release(self, consumer: str, *, drop_running: bool = False) -> Reaped:
+        reaped = self._run_reap("", "drop" if drop_running else "", [consumer])
+        return reaped[0] if reaped else Reaped(consumer, None, "", [])
 
     def reap(self) -> list[Reaped]:
-        return self._run_reap([repr(time.time())])
+        # Forget revocations older than a day while we are here.
+        self._call(self.client.zremrangebyscore, self.revoked_key, "-inf",
+                   time.time() - REVOKE_MEMORY)
+        return self._run_reap(repr(time.time()), "", [])
 
-    def _run_reap(self, args: list[str]) -> list[Reaped]:
-        flat = self._call(self._reap, keys=[self.consumers_key, self.running_key],
-                          args=[self.prefix, *args])
+    def _run_reap(self, now: str, drop: str, consumers: list[str]) -> list[Reaped]:
+        keys = [self.consumers_key, self.running_key, self.deaths_key, self.dead_key]
+        args = [self.prefix, now, self.max_deaths, drop, *consumers]
+        flat = self._call(self._reap, keys=keys, args=args)
         out, i = [], 0
         while i < len(flat):
-            consumer, running, n = flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2])
-            requeued = [x.decode() for x in flat[i + 3:i + 3 + n]]
-            out.append(Reaped(consumer, running or None, requeued))
-            i += 3 + n
+            consumer, running, fate = (x.decode() for x in flat[i:i + 3])
+            n = int(flat[i + 3])
+            requeued = [x.decode() for x in flat[i + 4:i + 4 + n]]
+            out.append(Reaped(consumer, running or None, fate, requeued))
+            i += 4 + n
         return out
+
+    def running_task(self, consumer: str) -> str | None:
+        marker = self._call(self.client.hget, self.running_key, consumer)
+        return None if marker is None else marker.decode().split("\n", 1)[0]
+
+    # -- revoking ------------------------------------------------------------
+
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zadd(self.revoked_key, dict.fromkeys(task_ids, now))
+        if terminate:
+            pipe.zadd(self.terminate_key, dict.fromkeys(task_ids, now))
+            pipe.zremrangebyscore(self.terminate_key, "-inf", now - REVOKE_MEMORY)
+        self._call(pipe.execute)
+
+    def is_revoked(self, task_id: str) -> bool:
+        return self._call(self.client.zscore, self.revoked_key, task_id) is not None
+
+    def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:
+        if not consumers:
+            return {}
+        markers = self._call(self.client.hmget, self.running_key, list(consumers))
+        running = {
+            c: m.decode().split("\n", 1)[0]
+            for c, m in zip(consumers, markers, strict=True) if m
+        }
+        if not running:
+            return {}
+        scores = self._call(self.client.zmscore, self.terminate_key, list(running.values()))
+        return {c: t for (c, t), s in zip(running.items(), scores, strict=True) if s is not None}
+
+    # -- workers -------------------------------------------------------------
+
+    def register_worker(self, name: str, info: dict[str, Any]) -> None:
+        self._call(self.client.hset, self.workers_key, name, json.dumps(info))
+
+    def unregister_worker(self, name: str) -> None:
+        self._call(self.client.hdel, self.workers_key, name)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        raw = self._call(self.client.hgetall, self.workers_key)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     # -- dead letters --------------------------------------------------------
 
@@ -183,6 +255,30 @@ class RedisBroker(Broker):
         pipe.hset(self.dead_key, delivery.id, header.encode() + b"\n" + delivery.body)
         pipe.hdel(self.inflight_key(consumer), delivery.id)
         self._call(pipe.execute)
+
+    def requeue_dead_letter(self, task_id: str) -> bool:
+        value = self._call(self.client.hget, self.dead_key, task_id)
+        if value is None:
+            return False
+        header, body = value.split(b"\n", 1)
+        queue = json.loads(header)["queue"]
+        try:
+            priority = int(json.loads(body).get("priority", 0))
+        except (ValueError, AttributeError, TypeError):
+            priority = 0
+        list_key = self.list_key(queue, priority if 0 <= priority <= 9 else 0)
+        frame = f"{task_id}\n{list_key}\n".encode() + body
+        pipe = self.client.pipeline(transaction=True)
+        pipe.rpush(list_key, frame)
+        pipe.lpush(self.wake_key(queue), b"1")
+        pipe.ltrim(self.wake_key(queue), 0, 15)
+        pipe.hdel(self.dead_key, task_id)
+        pipe.hdel(self.deaths_key, task_id)
+        self._call(pipe.execute)
+        return True
+
+    def delete_dead_letter(self, task_id: str) -> bool:
+        return bool(self._call(self.client.hdel, self.dead_key, task_id))
 
     def dead_letters(self) -> list[DeadLetter]:
         out = []

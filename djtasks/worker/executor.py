@@ -1,4 +1,5 @@
-"""The executor: consume, run, ack. One per pool slot (a child process or the main one).
+"""The executor: consume, run, ack. One per pool slot (a child process, a
+thread, or the main process).
 
 Per message: decode it (a bad one is dead-lettered), tell the broker the
 task starts and ack it in the same round trip (unless ``acks_late``), run
@@ -10,15 +11,26 @@ executor makes one Redis round trip per task plus its share of a batch.
 from __future__ import annotations
 
 import logging
+import resource
+import signal
+import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
 
 from django.db import close_old_connections
 
-from .. import states
+from .. import signals, states
 from ..brokers import Broker, Delivery
-from ..exceptions import BrokerError, MessageError, NotRegistered, TaskRevokedError
-from ..execute import Outcome, execute
+from ..exceptions import (
+    BrokerError,
+    MessageError,
+    NotRegistered,
+    SoftTimeLimitExceeded,
+    TaskRevokedError,
+)
+from ..execute import Outcome, execute, make_request
 from ..message import Message
 from ..registry import registry
 from ..task import Task
@@ -27,6 +39,38 @@ from .results import ResultWriter, make_row
 logger = logging.getLogger("djtasks.worker")
 
 BACKOFF_MAX = 10.0  # seconds between reconnection attempts, at most
+RECYCLE = 75  # exit status of a prefork child that asks to be replaced (EX_TEMPFAIL)
+
+
+class ColdShutdown(BaseException):
+    """Raised into a running task by a second SIGTERM/SIGINT (solo pool).
+
+    A ``BaseException`` so that the task's ``except Exception`` does not
+    catch it; the worker gives the messages back and exits.
+    """
+
+
+@dataclass
+class Limits:
+    """Worker-wide defaults and recycling rules (``runworker`` options)."""
+
+    time_limit: float | None = None  # seconds, hard
+    soft_time_limit: float | None = None  # seconds
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # KiB of resident memory
+
+
+class SlotState:
+    """What the supervisor sees of one executor: whether a task runs, its
+    hard time-limit deadline (a timestamp, 0 for none) and tasks done.
+
+    The prefork pool backs this with shared memory (supervisor.SharedSlots).
+    """
+
+    def __init__(self) -> None:
+        self.running = False
+        self.deadline = 0.0
+        self.tasks_done = 0
 
 
 def _expired_reason(message: Message) -> str:
@@ -35,17 +79,24 @@ def _expired_reason(message: Message) -> str:
     return f"expired at {when} before it started"
 
 
+def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
 class Executor:
     """Runs messages from ``queues`` as ``consumer`` until ``stop()`` (or, in
     ``burst`` mode, until the queues are empty).
 
     ``prefetch`` is how many messages one fetch takes; they wait in the
     broker's in-flight store, owned by ``consumer``, not only in memory.
+    ``slot`` is where the supervisor reads the hard time-limit deadline and
+    progress.
     """
 
     def __init__(
         self, broker: Broker, *, consumer: str, hostname: str, queues: list[str],
-        prefetch: int, burst: bool = False,
+        prefetch: int, burst: bool = False, limits: Limits | None = None,
+        slot: SlotState | None = None,
     ) -> None:
         self.broker = broker
         self.consumer = consumer
@@ -53,10 +104,15 @@ class Executor:
         self.queues = queues
         self.prefetch = prefetch
         self.burst = burst
+        self.limits = limits or Limits()
+        self.slot = slot or SlotState()
         self.stopping = False
+        self.recycle = False  # stopped to be replaced (max tasks/memory)
         self.results: ResultWriter | None = None
         self._acks: list[str] = []  # acks_late ids with no row to wait for
-        self.tasks_done = 0
+        self._backlog: list[Delivery] = []  # fetched, not yet handled
+        self.tasks_run = 0  # by this executor (the slot counts across replacements)
+        self._soft_limits = threading.current_thread() is threading.main_thread()
 
     def stop(self) -> None:
         """Warm stop: finish the running task, give the fetched ones back."""
@@ -69,15 +125,11 @@ class Executor:
         try:
             while not self.stopping:
                 try:
-                    deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
-                    if not deliveries:
-                        self._flush_acks()
-                        if self.burst:
+                    if not self._backlog:
+                        self._backlog = self._fetch()
+                        if not self._backlog and self.burst:
                             break
-                        deliveries = self.broker.consume(
-                            self.consumer, self.queues, self.prefetch, timeout=1.0
-                        )
-                    self.process(deliveries)
+                    self.process()
                     backoff = 0.5
                 except BrokerError as exc:
                     logger.error("broker error, retrying in %.1fs: %s", backoff, exc)
@@ -87,8 +139,18 @@ class Executor:
             self.results.stop()
             try:
                 self._flush_acks()
+                if self._backlog:
+                    self.broker.requeue(self.consumer, [d.id for d in self._backlog])
             except BrokerError as exc:
-                logger.error("could not ack on the way out (redelivered later): %s", exc)
+                logger.error("could not ack or give back on the way out (the lease "
+                             "will run out and they are redelivered): %s", exc)
+
+    def _fetch(self) -> list[Delivery]:
+        deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
+        if deliveries or self.burst:
+            return deliveries
+        self._flush_acks()
+        return self.broker.consume(self.consumer, self.queues, self.prefetch, timeout=1.0)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -100,12 +162,15 @@ class Executor:
             self.broker.ack(self.consumer, self._acks)
             self._acks = []
 
-    def process(self, deliveries: list[Delivery]) -> None:
-        for i, delivery in enumerate(deliveries):
+    def process(self) -> None:
+        """Handle the backlog in order; on stop, give the rest back."""
+        while self._backlog:
             if self.stopping:
-                self.broker.requeue(self.consumer, [d.id for d in deliveries[i:]])
+                self.broker.requeue(self.consumer, [d.id for d in self._backlog])
+                self._backlog = []
                 return
-            self.handle(delivery)
+            self.handle(self._backlog[0])
+            self._backlog.pop(0)
 
     def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end (or dead-letter it)."""
@@ -123,17 +188,18 @@ class Executor:
         except NotRegistered as exc:
             self._dead_letter(delivery, str(exc))
             return
-        store = not task.ignore_result
-        if message.expires is not None and time.time() > message.expires:
-            logger.info("task %s[%s] expired before it started", message.task, message.id)
-            if store:
-                self.results.add(make_row(
-                    message, states.REVOKED, self.consumer, finished=time.time(),
-                    exception=TaskRevokedError(_expired_reason(message))),
-                    late_ack=message.id)
-            else:
-                self._acks.append(message.id)
+        if delivery.revoked:
+            self._revoked(task, message, "revoked")
             return
+        if message.expires is not None and time.time() > message.expires:
+            self._revoked(task, message, _expired_reason(message), expired=True)
+            return
+        if task.rate_per_second is not None:
+            wait = self.broker.take_token(task.name, task.rate_per_second)
+            if wait > 0:
+                self.broker.defer(self.consumer, message.id, time.time() + wait)
+                return
+        store = not task.ignore_result
         if store and task.track_started:
             self.results.add(make_row(message, states.STARTED, self.consumer,
                                       started=time.time()))
@@ -141,13 +207,66 @@ class Executor:
         self._acks = []
         if not task.acks_late:
             acks.append(message.id)  # at most once: acked before it runs
-        self.broker.start(self.consumer, message.id, acks)
-
-        close_old_connections()
-        outcome = execute(task, message, hostname=self.hostname)
-        close_old_connections()
-        self.tasks_done += 1
+        redeliver = task.reject_on_worker_lost is not False
+        if not self.broker.start(self.consumer, message.id, acks, redeliver=redeliver):
+            self._revoked(task, message, "revoked", acked=True)
+            return
+        outcome = self._execute(task, message)
         self._record(task, message, outcome, store)
+        self._check_recycle()
+
+    def _execute(self, task: Task, message: Message) -> Outcome:
+        opts = message.options
+        soft = opts.get("soft_time_limit") or task.soft_time_limit or self.limits.soft_time_limit
+        hard = opts.get("time_limit") or task.time_limit or self.limits.time_limit
+        slot = self.slot
+        slot.deadline = time.time() + hard if hard else 0.0
+        slot.running = True
+        if soft and self._soft_limits:
+            previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            close_old_connections()
+            return execute(task, message, hostname=self.hostname)
+        finally:
+            if soft and self._soft_limits:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+            slot.deadline = 0.0
+            slot.running = False
+            slot.tasks_done += 1
+            self.tasks_run += 1
+            close_old_connections()
+
+    def _check_recycle(self) -> None:
+        limits = self.limits
+        done = self.tasks_run
+        if limits.max_tasks_per_child and done >= limits.max_tasks_per_child:
+            logger.info("executor %s ran %d tasks: replacing it", self.consumer, done)
+            self.recycle = self.stopping = True
+        elif limits.max_memory_per_child:
+            rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            if rss_kib > limits.max_memory_per_child:
+                logger.info("executor %s uses %d KiB (max %d): replacing it",
+                            self.consumer, rss_kib, limits.max_memory_per_child)
+                self.recycle = self.stopping = True
+
+    def _revoked(self, task: Task, message: Message, reason: str, *, expired: bool = False,
+                 acked: bool = False) -> None:
+        """Record a task that will not run (revoked, or expired before it started)."""
+        assert self.results is not None
+        logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
+        late_ack = None if acked or reason == "revoked" else message.id
+        if not task.ignore_result:
+            self.results.add(make_row(message, states.REVOKED, self.consumer,
+                                      finished=time.time(),
+                                      exception=TaskRevokedError(reason)), late_ack=late_ack)
+        elif late_ack is not None:
+            self._acks.append(late_ack)
+        signals.task_revoked.send(
+            sender=task.name, request=make_request(message, hostname=self.hostname),
+            terminated=False, signum=None, expired=expired,
+        )
 
     def _record(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
         assert self.results is not None
@@ -165,14 +284,29 @@ class Executor:
         elif late_ack is not None:
             self._acks.append(late_ack)
         if outcome.retry is not None:
-            # The next run has the same id: its RETRY row and the ack of this
-            # delivery must be settled before it can be fetched.
-            self.results.sync()
-            self._flush_acks()
-            retry = outcome.retry
-            logger.info("task %s[%s] retry %d scheduled", message.task, message.id,
-                        retry.retries)
-            self.broker.publish([(retry, retry.encode())])
+            self._publish_retry(message, outcome.retry)
+
+    def _publish_retry(self, message: Message, retry: Message) -> None:
+        """Publish the next run (same id) once this run's row and ack are settled.
+
+        Settling first matters: the next run could otherwise be fetched by
+        this consumer and acked by this run's late ack. A broker outage is
+        retried with backoff, so the retry is not lost while the worker lives.
+        """
+        assert self.results is not None
+        self.results.sync()
+        backoff = 0.5
+        while True:
+            try:
+                self._flush_acks()
+                self.broker.publish([(retry, retry.encode())])
+                break
+            except BrokerError as exc:
+                logger.error("could not publish retry %d of %s[%s], again in %.1fs: %s",
+                             retry.retries, message.task, message.id, backoff, exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+        logger.info("task %s[%s] retry %d scheduled", message.task, message.id, retry.retries)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("dead-lettering message %s from queue %r: %s",

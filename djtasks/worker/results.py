@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,10 +125,11 @@ class ResultWriter:
     def add(self, row: TaskResult, late_ack: str | None = None) -> None:
         self._queue.put((row, late_ack))
 
-    def sync(self, timeout: float | None = None) -> None:
+    def sync(self, timeout: float = 60.0) -> bool:
+        """Wait (up to ``timeout`` seconds) until what was added is written."""
         marker = _Sync()
         self._queue.put(marker)
-        marker.done.wait(timeout)
+        return marker.done.wait(timeout)
 
     def stop(self) -> None:
         self._queue.put(_STOP)
@@ -135,32 +137,41 @@ class ResultWriter:
 
     def _run(self) -> None:
         try:
-            while True:
-                item = self._queue.get()
-                batch: list[tuple[TaskResult, str | None]] = []
-                markers: list[_Sync] = []
-                stop = False
-                while True:
-                    if item is _STOP:
-                        stop = True
-                        break
-                    if isinstance(item, _Sync):
-                        markers.append(item)
-                        break
-                    batch.append(item)
-                    if len(batch) >= self.max_batch:
-                        break
-                    try:
-                        item = self._queue.get(timeout=self.interval)
-                    except queue.Empty:
-                        break
-                self._write(batch)
-                for marker in markers:
-                    marker.done.set()
-                if stop:
-                    return
+            while self._cycle():
+                pass
         finally:
             connections.close_all()  # this thread's own connections
+
+    def _cycle(self) -> bool:
+        """Collect one batch (what arrives within ``interval`` seconds of its
+        first row) and write it. Returns False once told to stop."""
+        item = self._queue.get()
+        deadline = time.monotonic() + self.interval
+        batch: list[tuple[TaskResult, str | None]] = []
+        markers: list[_Sync] = []
+        stop = False
+        while True:
+            if item is _STOP:
+                stop = True
+                break
+            if isinstance(item, _Sync):
+                markers.append(item)
+                break
+            batch.append(item)
+            remaining = deadline - time.monotonic()
+            if len(batch) >= self.max_batch or remaining <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+        try:
+            self._write(batch)
+        except Exception:  # the thread must outlive any one batch
+            logger.exception("result writer failed on a batch of %d rows", len(batch))
+        for marker in markers:
+            marker.done.set()
+        return not stop
 
     def _write(self, batch: list[tuple[TaskResult, str | None]]) -> None:
         if not batch:
@@ -174,8 +185,11 @@ class ResultWriter:
             except DatabaseError:
                 close_old_connections()
                 if attempt == 2:
+                    # Not acking: the acks_late messages stay in flight and run
+                    # again if this consumer dies (at least once).
                     logger.exception("could not store results of tasks %s",
                                      ", ".join(r.task_id for r in rows))
+                    return
         acks = [ack for _, ack in batch if ack is not None]
         done = [r.task_id for r in rows if r.status in states.READY_STATES]
         try:

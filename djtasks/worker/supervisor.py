@@ -1,19 +1,24 @@
 """The supervisor: owns signals, the pool's lives and the consumers' leases.
 
 ``--pool prefork`` forks ``concurrency`` executor processes and replaces any
-that dies; ``--pool solo`` runs one executor in this process. Either way the
-supervisor renews every consumer's lease (a heartbeat every ``lease / 3``
-seconds) and reaps consumers of dead workers, so their fetched messages go
-back to their queues (DESIGN.md section 4).
+that dies or asks to be recycled, and kills a task past its hard time limit
+or revoked with ``terminate``; ``--pool threads`` runs the executors as
+threads; ``--pool solo`` runs one executor in this process. Whatever the
+pool, the supervisor renews every consumer's lease (a heartbeat every
+``lease / 3`` seconds), records the worker for ``manage.py djtasks workers``
+and reaps consumers of dead workers, so their fetched messages go back to
+their queues (docs/delivery.md).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -23,17 +28,20 @@ from types import FrameType
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from .. import states
+from .. import signals, states
 from ..brokers import Broker, Reaped, get_broker, reset_broker
 from ..conf import get_settings
-from ..exceptions import BrokerError, WorkerLostError
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult
-from .executor import Executor
+from ..utils import install_task_record_factory
+from .executor import RECYCLE, ColdShutdown, Executor, Limits, SlotState
 from .results import exception_type
 
 logger = logging.getLogger("djtasks.worker")
 
-POOLS = ("prefork", "solo")
+POOLS = ("prefork", "threads", "solo")
+TICK = 0.05  # seconds between the prefork supervisor's looks at its children
+TERMINATE_EVERY = 0.25  # seconds between looks for tasks revoked with terminate
 
 
 def default_hostname() -> str:
@@ -48,6 +56,51 @@ class WorkerOptions:
     burst: bool = False
     prefetch_multiplier: int = 4
     hostname: str = field(default_factory=default_hostname)
+    limits: Limits = field(default_factory=Limits)
+    shutdown_timeout: float | None = 60.0  # seconds of warm shutdown before a cold one
+
+
+class SharedSlots:
+    """Per-slot ``SlotState`` in anonymous shared memory, written by the
+    prefork children and read by the supervisor (3 doubles a slot)."""
+
+    _FMT = "ddd"
+    _SIZE = struct.calcsize(_FMT)
+
+    def __init__(self, count: int) -> None:
+        self._mem = mmap.mmap(-1, self._SIZE * count)
+        self.count = count
+
+    def slot(self, index: int) -> SlotState:
+        return _SharedSlot(self, index)
+
+    def read(self, index: int) -> tuple[bool, float, int]:
+        running, deadline, done = struct.unpack_from(self._FMT, self._mem, index * self._SIZE)
+        return bool(running), deadline, int(done)
+
+    def write(self, index: int, running: bool, deadline: float, done: int) -> None:
+        struct.pack_into(self._FMT, self._mem, index * self._SIZE, float(running), deadline,
+                         float(done))
+
+
+class _SharedSlot(SlotState):
+    def __init__(self, shared: SharedSlots, index: int) -> None:
+        self._shared, self._index = shared, index
+
+    def _get(self, i: int) -> float:
+        return self._shared.read(self._index)[i]
+
+    def _set(self, i: int, value: float) -> None:
+        values = list(self._shared.read(self._index))
+        values[i] = value
+        self._shared.write(self._index, *values)
+
+    running = property(  # type: ignore[assignment]
+        lambda s: bool(s._get(0)), lambda s, v: s._set(0, v))
+    deadline = property(  # type: ignore[assignment]
+        lambda s: s._get(1), lambda s, v: s._set(1, v))
+    tasks_done = property(  # type: ignore[assignment]
+        lambda s: int(s._get(2)), lambda s, v: s._set(2, v))
 
 
 def _die_with_parent() -> None:
@@ -58,31 +111,39 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def settle_lost(reaped: list[Reaped]) -> None:
-    """Mark the task a dead consumer was running as FAILURE, unless requeued.
+def _mark(task_id: str, consumer: str, status: str, exc: BaseException,
+          only_unfinished: bool = True) -> int:
+    """Set a task's row to ``status`` with ``exc``; returns rows changed."""
+    rows = TaskResult.objects.filter(task_id=task_id)
+    if only_unfinished:
+        # PENDING (its STARTED row was never written) or STARTED by this consumer;
+        # RETRY/SUCCESS/FAILURE/REVOKED rows were written after the run ended.
+        rows = rows.filter(status=states.PENDING) | rows.filter(
+            status=states.STARTED, worker=consumer)
+    return rows.update(status=status, exception_type=exception_type(exc),
+                       exception_message=str(exc), worker=consumer,
+                       finished=timezone.now())
 
-    Its message was acked when it started (``acks_late=False``), so it will
-    not run again; the row says why (``WorkerLostError``). Only a PENDING or
-    STARTED row changes: RETRY, SUCCESS, FAILURE and REVOKED rows were
-    written after the run ended, so the task was not lost.
-    """
+
+def settle_lost(reaped: list[Reaped], broker: Broker) -> None:
+    """Mark the task a dead consumer was running as FAILURE (``WorkerLostError``),
+    unless its message went back to the queue to run again."""
+    done = []
     for r in reaped:
         if r.requeued:
-            logger.warning("gave back %d message(s) of dead consumer %s",
-                           len(r.requeued), r.consumer)
-        if r.running is None or r.running in r.requeued:
+            logger.warning("gave back %d message(s) of consumer %s", len(r.requeued),
+                           r.consumer)
+        if r.fate == "dead":
+            logger.error("task %s killed its executor %s times: dead-lettered", r.running,
+                         get_settings().MAX_DEATHS)
+        if r.running is None or r.fate == "requeued":
             continue
-        count = TaskResult.objects.filter(
-            task_id=r.running, status__in=[states.PENDING, states.STARTED]
-        ).update(
-            status=states.FAILURE,
-            exception_type=exception_type(WorkerLostError()),
-            exception_message=f"{r.consumer} died while running the task",
-            worker=r.consumer,
-            finished=timezone.now(),
-        )
-        if count:
-            logger.error("task %s was lost with dead consumer %s", r.running, r.consumer)
+        exc = WorkerLostError(f"{r.consumer} died while running the task")
+        if _mark(r.running, r.consumer, states.FAILURE, exc):
+            logger.error("task %s was lost with consumer %s", r.running, r.consumer)
+            done.append(r.running)
+    if done:
+        broker.notify_done(done)
 
 
 class Supervisor:
@@ -93,9 +154,17 @@ class Supervisor:
         self.lease = get_settings().WORKER_LEASE
         self.stopping = False
         self.cold = False
-        self.children: dict[int, str] = {}  # pid -> consumer
+        self.started = time.time()
+        self._stop_deadline: float | None = None
         self._generation = 0
-        self._executor: Executor | None = None
+        self._executors: list[Executor] = []  # solo and threads pools
+        self.children: dict[int, tuple[int, str]] = {}  # pid -> (slot, consumer)
+        self._killed: dict[int, tuple[str, str]] = {}  # pid -> (why, task id)
+        self._failures: dict[int, int] = {}  # slot -> quick exits in a row
+        self._spawn_at: dict[int, float] = {}  # slot -> when to respawn
+        self._spawned: dict[int, float] = {}  # slot -> when last spawned (monotonic)
+        self._shared: SharedSlots | None = None
+        self.crashed = False
 
     @property
     def broker(self) -> Broker:
@@ -109,133 +178,301 @@ class Supervisor:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
-            logger.warning("cold shutdown (second signal)")
-            self.cold = True
-        else:
-            logger.warning("warm shutdown (%s): finishing running tasks",
-                           signal.Signals(signum).name)
+            logger.warning("cold shutdown (second signal): giving messages back")
+            self._go_cold()
+            return
+        logger.warning("warm shutdown (%s): finishing running tasks%s",
+                       signal.Signals(signum).name,
+                       f", for {self.options.shutdown_timeout:g}s at most"
+                       if self.options.shutdown_timeout is not None else "")
         self.stopping = True
-        if self._executor is not None:
-            self._executor.stop()
+        if self.options.shutdown_timeout is not None:
+            self._stop_deadline = time.monotonic() + self.options.shutdown_timeout
+        for executor in self._executors:
+            executor.stop()
+        self._signal_children(signal.SIGTERM)
+
+    def _go_cold(self) -> None:
+        self.stopping = self.cold = True
+        for executor in self._executors:
+            executor.stop()
+        self._signal_children(signal.SIGKILL)
+        if self.options.pool == "solo" and any(s.running for s in self._slots_in_process()):
+            raise ColdShutdown()
+
+    def _signal_children(self, signum: int) -> None:
         for pid in self.children:
             try:
-                os.kill(pid, signal.SIGKILL if self.cold else signal.SIGTERM)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
-    def _install_signals(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+    def _slots_in_process(self) -> list[SlotState]:
+        return [e.slot for e in self._executors]
 
-    # -- leases --------------------------------------------------------------
+    # -- leases and bookkeeping ------------------------------------------------
 
-    def _renew_and_reap(self, consumers: list[str]) -> None:
+    def _consumers(self) -> list[str]:
+        return [c for _, c in self.children.values()] + [e.consumer for e in self._executors]
+
+    def _heartbeat(self) -> None:
         try:
-            self.broker.heartbeat(consumers, self.lease)
+            self.broker.heartbeat(self._consumers(), self.lease)
+            self.broker.register_worker(self.options.hostname, self._info())
             reaped = self.broker.reap()
-        except BrokerError as exc:
+        except Exception as exc:  # a heartbeat failure must not kill the supervisor
             logger.error("heartbeat failed: %s", exc)
             return
         if reaped:
             close_old_connections()
-            settle_lost(reaped)
+            settle_lost(reaped, self.broker)
 
-    def _release(self, consumer: str) -> None:
-        """A consumer of ours is gone: give its messages back, settle its tasks."""
+    def _info(self) -> dict[str, object]:
+        if self._shared is not None:
+            slots = [self._shared.read(i) for i in range(self._shared.count)]
+            running = sum(1 for r, _, _ in slots if r)
+            done = sum(d for _, _, d in slots)
+        else:
+            running = sum(1 for e in self._executors if e.slot.running)
+            done = sum(e.slot.tasks_done for e in self._executors)
+        return {
+            "hostname": self.options.hostname, "pid": os.getpid(),
+            "queues": self.options.queues, "concurrency": self.options.concurrency,
+            "pool": self.options.pool, "started": self.started, "last_seen": time.time(),
+            "lease": self.lease, "tasks_done": done, "tasks_running": running,
+        }
+
+    def _release(self, consumer: str, *, drop_running: bool = False) -> Reaped | None:
+        """A consumer of ours is gone: give its messages back, settle its task."""
         try:
-            released = self.broker.release(consumer)
-        except BrokerError as exc:
+            released = self.broker.release(consumer, drop_running=drop_running)
+        except Exception as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
-            return
+            return None
         close_old_connections()
-        settle_lost([released])
+        if not drop_running:
+            settle_lost([released], self.broker)
+        return released
 
     # -- running -------------------------------------------------------------
 
     def run(self) -> int:
+        install_task_record_factory()
+        in_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-        self._install_signals()
+        if in_main:
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        signals.worker_ready.send(sender=self.options.hostname, hostname=self.options.hostname)
         try:
-            if self.options.pool == "solo":
-                return self._run_solo()
-            return self._run_prefork()
+            if self.options.pool == "prefork":
+                self._run_prefork()
+            else:
+                self._run_in_process()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if in_main:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            try:
+                self.broker.unregister_worker(self.options.hostname)
+            except Exception as exc:
+                logger.error("could not unregister the worker: %s", exc)
+            signals.worker_shutdown.send(sender=self.options.hostname,
+                                         hostname=self.options.hostname)
+        return 1 if self.crashed else 0
 
-    def _make_executor(self, consumer: str) -> Executor:
+    def _make_executor(self, consumer: str, slot: SlotState | None = None) -> Executor:
         return Executor(
             get_broker(), consumer=consumer, hostname=self.options.hostname,
             queues=self.options.queues, prefetch=self.options.prefetch_multiplier,
-            burst=self.options.burst,
+            burst=self.options.burst, limits=self.options.limits, slot=slot,
         )
 
-    def _run_solo(self) -> int:
-        consumer = self._consumer_name(0)
-        self._renew_and_reap([consumer])
-        self._executor = self._make_executor(consumer)
+    # solo and threads ---------------------------------------------------------
+
+    def _run_in_process(self) -> None:
+        count = 1 if self.options.pool == "solo" else self.options.concurrency
+        self._executors = [self._make_executor(self._consumer_name(i)) for i in range(count)]
+        self._heartbeat()
         done = threading.Event()
 
-        def heartbeat() -> None:
+        def beat() -> None:
             while not done.wait(self.lease / 3):
-                self._renew_and_reap([consumer])
+                self._heartbeat()
+                self._terminate_revoked_in_process()
 
-        beat = threading.Thread(target=heartbeat, name="djtasks-heartbeat", daemon=True)
-        beat.start()
+        beater = threading.Thread(target=beat, name="djtasks-heartbeat", daemon=True)
+        beater.start()
         try:
-            self._executor.run()
+            if self.options.pool == "solo":
+                self._executors[0].run()
+            else:
+                self._run_threads()
+        except ColdShutdown:
+            logger.warning("cold shutdown: the running task was interrupted")
         finally:
             done.set()
-            beat.join()
-            self._release(consumer)
-        return 0
+            beater.join()
+            for executor in self._executors:
+                self._release(executor.consumer)
+
+    def _run_threads(self) -> None:
+        threads = [threading.Thread(target=e.run, name=f"djtasks-executor-{i}", daemon=True)
+                   for i, e in enumerate(self._executors)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            if self.cold:
+                # Threads cannot be killed: give their messages back and leave
+                # them to die with the process.
+                return
+            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
+                logger.warning("shutdown timeout reached: cold shutdown")
+                self._go_cold()
+                return
+            for t in threads:
+                t.join(TICK)
+
+    def _terminate_revoked_in_process(self) -> None:
+        try:
+            found = self.broker.to_terminate([e.consumer for e in self._executors])
+        except Exception:
+            return
+        for task_id in found.values():
+            logger.warning("task %s was revoked with terminate=True, but the %s pool "
+                           "cannot kill a running task; it runs to its end",
+                           task_id, self.options.pool)
+            self.broker.revoke([task_id])  # keep the warning to one
+
+    # prefork ----------------------------------------------------------------
 
     def _spawn(self, slot: int) -> None:
+        assert self._shared is not None
         consumer = self._consumer_name(slot)
         self.broker.heartbeat([consumer], self.lease)
         connections.close_all()  # a forked child must not share the parent's sockets
+        # Signals stay blocked across fork so the child never runs our handler.
+        blocked = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         pid = os.fork()
         if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-                _die_with_parent()
-                reset_broker()
-                executor = self._make_executor(consumer)
-                signal.signal(signal.SIGTERM, lambda *_: executor.stop())
-                executor.run()
-                code = 0
-            except BaseException:
-                logger.exception("executor %s crashed", consumer)
-            finally:
-                connections.close_all()
-                os._exit(code)
-        self.children[pid] = consumer
-        self._slots[pid] = slot
+            self._child(slot, consumer)  # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        self._shared.write(slot, False, 0.0, self._shared.read(slot)[2])
+        self.children[pid] = (slot, consumer)
+        self._spawned[slot] = time.monotonic()
 
-    def _run_prefork(self) -> int:
-        self._slots: dict[int, int] = {}
-        self._renew_and_reap([])
+    def _child(self, slot: int, consumer: str) -> None:
+        assert self._shared is not None
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent()
+            reset_broker()
+            executor = self._make_executor(consumer, self._shared.slot(slot))
+            signal.signal(signal.SIGTERM, lambda *_: executor.stop())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+            executor.run()
+            code = RECYCLE if executor.recycle else 0
+        except BaseException:
+            logger.exception("executor %s crashed", consumer)
+        finally:
+            connections.close_all()
+            os._exit(code)
+
+    def _run_prefork(self) -> None:
+        self._shared = SharedSlots(self.options.concurrency)
+        self._heartbeat()
         for slot in range(self.options.concurrency):
             self._spawn(slot)
         next_beat = time.monotonic() + self.lease / 3
-        while self.children:
+        next_terminate = 0.0
+        while self.children or (self._spawn_at and not self.stopping):
+            self._reap_children()
+            now = time.monotonic()
+            if now >= next_beat:
+                self._heartbeat()
+                next_beat = now + self.lease / 3
+            if now >= next_terminate:
+                self._terminate_revoked()
+                next_terminate = now + TERMINATE_EVERY
+            self._enforce_time_limits()
+            if self._stop_deadline is not None and now > self._stop_deadline and not self.cold:
+                logger.warning("shutdown timeout reached: cold shutdown")
+                self._go_cold()
+            for slot, when in list(self._spawn_at.items()):
+                if now >= when and not self.stopping:
+                    del self._spawn_at[slot]
+                    self._spawn(slot)
+            time.sleep(TICK)
+
+    def _reap_children(self) -> None:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                break
+                return
             if pid == 0:
-                if time.monotonic() >= next_beat:
-                    self._renew_and_reap(list(self.children.values()))
-                    next_beat = time.monotonic() + self.lease / 3
-                time.sleep(0.05)
-                continue
-            consumer = self.children.pop(pid)
-            slot = self._slots.pop(pid)
+                return
+            slot, consumer = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
-            self._release(consumer)
-            if code != 0:
+            self._settle_child(pid, consumer, code)
+            if code not in (0, RECYCLE):
                 logger.error("executor %s (pid %d) exited with %d", consumer, pid, code)
-            if not self.stopping and not (self.options.burst and code == 0):
-                self._spawn(slot)
-        return 0
+            if self.stopping or (self.options.burst and code == 0):
+                continue
+            # A child that keeps dying at once is respawned with backoff.
+            quick = time.monotonic() - self._spawned.get(slot, 0) < 1.0 and code not in (
+                0, RECYCLE) and pid not in self._killed
+            self._failures[slot] = self._failures.get(slot, 0) + 1 if quick else 0
+            delay = min(0.1 * 2 ** self._failures[slot], 10.0) if quick else 0.0
+            self._spawn_at[slot] = time.monotonic() + delay
+            if code not in (0, RECYCLE) and self.options.burst and pid not in self._killed:
+                self.crashed = True
+
+    def _settle_child(self, pid: int, consumer: str, code: int) -> None:
+        why, task_id = self._killed.pop(pid, ("", ""))
+        if not why:
+            self._release(consumer)
+            return
+        self._release(consumer, drop_running=True)
+        if why == "time limit":
+            exc: BaseException = TimeLimitExceeded(
+                f"ran past its hard time limit; executor {consumer} was killed")
+            status = states.FAILURE
+        else:
+            exc, status = TaskRevokedError("terminated"), states.REVOKED
+        if _mark(task_id, consumer, status, exc, only_unfinished=False):
+            self.broker.notify_done([task_id])
+        logger.error("task %s: %s", task_id, exc)
+
+    def _kill(self, pid: int, consumer: str, why: str) -> None:
+        try:
+            task_id = self.broker.running_task(consumer) or ""
+        except Exception:
+            task_id = ""
+        self._killed[pid] = (why, task_id)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _enforce_time_limits(self) -> None:
+        assert self._shared is not None
+        now = time.time()
+        for pid, (slot, consumer) in self.children.items():
+            running, deadline, _ = self._shared.read(slot)
+            if running and deadline and now > deadline and pid not in self._killed:
+                logger.error("executor %s ran past a hard time limit: killing it", consumer)
+                self._kill(pid, consumer, "time limit")
+
+    def _terminate_revoked(self) -> None:
+        consumers = {c: pid for pid, (_, c) in self.children.items() if pid not in self._killed}
+        try:
+            found = self.broker.to_terminate(list(consumers))
+        except Exception:
+            return
+        for consumer, task_id in found.items():
+            logger.warning("terminating task %s (revoked with terminate=True)", task_id)
+            self._kill(consumers[consumer], consumer, "terminate")

@@ -3,12 +3,14 @@
 -- this script loses nothing.
 -- KEYS[1] = in-flight hash, KEYS[2] = scheduled zset,
 -- KEYS[3 .. 2+nwake] = wake keys, KEYS[3+nwake ..] = list keys in fetch order.
--- ARGV[1] = count, ARGV[2] = now, ARGV[3] = nwake.
--- Returns {frames, next eta or false}.
+-- ARGV[1] = count, ARGV[2] = now, ARGV[3] = nwake, ARGV[4] = revoked zset key.
+-- Frames of revoked tasks are dropped, and returned apart so the worker can
+-- record them. Returns {frames, next eta or false, revoked frames}.
 local count = tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
 local nwake = tonumber(ARGV[3])
 local scheduled = KEYS[2]
+local revoked_key = ARGV[4]
 
 -- Due scheduled frames move to their list first: ZREM decides which caller
 -- moves a frame, so two workers never both move (and run) one eta task.
@@ -22,6 +24,7 @@ for _, frame in ipairs(due) do
 end
 
 local out = {}
+local revoked = {}
 local fields = {}
 for i = 3 + nwake, #KEYS do
   if count <= 0 then break end
@@ -29,11 +32,17 @@ for i = 3 + nwake, #KEYS do
   if frames then
     for _, frame in ipairs(frames) do
       local a = string.find(frame, '\n', 1, true)
-      fields[#fields + 1] = string.sub(frame, 1, a - 1)
-      fields[#fields + 1] = frame
-      out[#out + 1] = frame
+      local id = string.sub(frame, 1, a - 1)
+      if redis.call('ZSCORE', revoked_key, id) then
+        -- Revoked while queued: never delivered, on any worker.
+        revoked[#revoked + 1] = frame
+      else
+        fields[#fields + 1] = id
+        fields[#fields + 1] = frame
+        out[#out + 1] = frame
+        count = count - 1
+      end
     end
-    count = count - #frames
   end
 end
 if #fields > 0 then
@@ -49,4 +58,4 @@ if count <= 0 then
 end
 
 local nxt = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-return {out, nxt[2] or false}
+return {out, nxt[2] or false, revoked}

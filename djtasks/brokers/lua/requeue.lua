@@ -2,7 +2,8 @@
 -- KEYS[1] = in-flight hash; ARGV[1] = key prefix; ARGV[2..] = message ids.
 -- Returns the ids given back.
 local given = {}
-for i = 2, #ARGV do
+-- Backwards, so the first id given back is the first delivered again.
+for i = #ARGV, 2, -1 do
   local frame = redis.call('HGET', KEYS[1], ARGV[i])
   if frame then
     local a = string.find(frame, '\n', 1, true)

@@ -13,6 +13,8 @@ from djtasks.brokers import get_broker
 from djtasks.conf import QUEUE_NAME_RE, get_settings
 from djtasks.exceptions import BrokerError
 from djtasks.registry import registry
+from djtasks.utils import TASK_FORMAT, install_task_record_factory
+from djtasks.worker.executor import Limits
 from djtasks.worker.supervisor import POOLS, Supervisor, WorkerOptions, default_hostname
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -25,6 +27,23 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return value
+
+
+def prefetch(text: str) -> int:
+    value = positive_int(text)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1000 or less")
     return value
 
 
@@ -54,32 +73,66 @@ class Command(BaseCommand):
             "-Q", "--queues", type=queue_list, default=None,
             help="comma-separated queues to consume (default: DJTASKS['DEFAULT_QUEUE'])",
         )
-        parser.add_argument("-P", "--pool", choices=POOLS, default="prefork",
-                            help="prefork: one process per executor; solo: run in this process")
+        parser.add_argument(
+            "-P", "--pool", choices=POOLS, default="prefork",
+            help="prefork: one process per executor (time limits, terminate); threads: "
+                 "executors as threads, for I/O-bound tasks; solo: one, in this process",
+        )
         parser.add_argument("--burst", action="store_true",
                             help="exit once the queues are empty (for scripts and tests)")
         parser.add_argument(
-            "--prefetch-multiplier", type=positive_int, default=None,
+            "--prefetch-multiplier", type=prefetch, default=None,
             help="messages each executor fetches at once "
                  "(default: DJTASKS['PREFETCH_MULTIPLIER'])",
         )
+        parser.add_argument("--time-limit", type=positive_seconds, default=None,
+                            help="hard time limit in seconds for tasks without their own "
+                                 "(prefork: the executor is killed and replaced)")
+        parser.add_argument("--soft-time-limit", type=positive_seconds, default=None,
+                            help="soft time limit in seconds for tasks without their own "
+                                 "(SoftTimeLimitExceeded is raised in the task)")
+        parser.add_argument("--max-tasks-per-child", type=positive_int, default=None,
+                            help="replace a prefork executor after it ran this many tasks")
+        parser.add_argument("--max-memory-per-child", type=positive_int, default=None,
+                            help="replace a prefork executor once its resident memory "
+                                 "passes this many KiB (checked after each task)")
+        parser.add_argument("--shutdown-timeout", type=positive_seconds, default=60.0,
+                            help="seconds a warm shutdown waits for running tasks before "
+                                 "going cold (default: 60)")
+        parser.add_argument("--reload", action="store_true",
+                            help="restart the worker when Python code changes "
+                                 "(Django's autoreloader; for development)")
         parser.add_argument("-n", "--hostname", default=None,
                             help="worker name (default: djtasks@<host>.<pid>)")
         parser.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS,
                             default="INFO", help="djtasks log level (default: INFO)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["reload"]:
+            from django.utils import autoreload
+
+            autoreload.run_with_reloader(self.inner_run, **options)
+        else:
+            self.inner_run(**options)
+
+    def inner_run(self, **options: Any) -> None:
         self._configure_logging(options["loglevel"])
         self.check(display_num_errors=False)  # raises SystemCheckError on errors
         s = get_settings()
         queues = options["queues"] or [s.DEFAULT_QUEUE]
         worker = WorkerOptions(
             queues=queues,
-            concurrency=1 if options["pool"] == "solo" else options["concurrency"],
+            concurrency=1 if options["pool"] == "solo" else options["concurrency"],  # solo: one
             pool=options["pool"],
             burst=options["burst"],
             prefetch_multiplier=options["prefetch_multiplier"] or s.PREFETCH_MULTIPLIER,
             hostname=options["hostname"] or default_hostname(),
+            limits=Limits(
+                time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
+                max_tasks_per_child=options["max_tasks_per_child"],
+                max_memory_per_child=options["max_memory_per_child"],
+            ),
+            shutdown_timeout=options["shutdown_timeout"],
         )
         broker = get_broker()
         try:
@@ -93,13 +146,12 @@ class Command(BaseCommand):
             raise CommandError(f"worker exited with status {code}", returncode=code)
 
     def _configure_logging(self, level: str) -> None:
+        install_task_record_factory()
         logger = logging.getLogger("djtasks")
         logger.setLevel(level)
         if not logger.handlers and not logging.getLogger().handlers:
             handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter(
-                "[%(asctime)s %(levelname)s %(processName)s/%(process)d] %(name)s: %(message)s"
-            ))
+            handler.setFormatter(logging.Formatter(TASK_FORMAT))
             logger.addHandler(handler)
 
     def _banner(self, worker: WorkerOptions, broker: str) -> None:
