@@ -107,3 +107,60 @@ def on_other_queue(counter: str) -> int:
 @shared_task
 def unencodable_result() -> object:
     return {1, 2, 3}
+
+
+@shared_task(soft_time_limit=0.3)
+def soft_limited(counter: str) -> str:
+    from djtasks.exceptions import SoftTimeLimitExceeded
+
+    try:
+        time.sleep(5)
+    except SoftTimeLimitExceeded:
+        bump(counter + ":cleanup")
+        return "cleaned up"
+    return "slept"
+
+
+@shared_task(acks_late=True)
+def kill_my_executor(counter: str) -> None:
+    """A poison message: the executor running it dies, every time."""
+    import signal
+
+    bump(counter)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=False)
+def sleep_no_redelivery(counter: str, seconds: float) -> None:
+    bump(counter)
+    time.sleep(seconds)
+
+
+_hog: list[bytearray] = []
+
+
+@shared_task
+def hog_memory(mib: int) -> int:
+    _hog.append(bytearray(mib * 1024 * 1024))
+    return os.getpid()
+
+
+@shared_task
+def log_something(text: str) -> None:
+    from djtasks.utils import get_task_logger
+
+    get_task_logger(__name__).warning("task says %s", text)
+
+
+@shared_task(rate_limit="5/s", ignore_result=True)
+def rate_limited(key: str) -> None:
+    _redis().rpush(key, time.time())
+
+
+@shared_task
+def sleep_then_record(counter: str, seconds: float) -> int:
+    time.sleep(seconds)
+    return bump(counter)
+
+
+from . import reloadme  # noqa: E402,F401 - watched by the --reload test

@@ -1,0 +1,92 @@
+"""``manage.py djtasks``: look at workers and queues, handle dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from djtasks.brokers import get_broker
+from djtasks.exceptions import BrokerError
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Command(BaseCommand):
+    help = "djtasks administration: workers, queues, dead letters."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        sub.add_parser("workers", help="list the workers that sent a heartbeat")
+        queues = sub.add_parser("queues", help="messages waiting per queue")
+        queues.add_argument("queues", nargs="*", default=None)
+        dead = sub.add_parser("deadletters", help="list dead letters (newest first)")
+        dead.add_argument("--body", action="store_true", help="print each message body")
+        requeue = sub.add_parser("requeue", help="put dead letters back on their queue")
+        requeue.add_argument("ids", nargs="*", help="task ids (see 'deadletters')")
+        requeue.add_argument("--all", action="store_true", help="every dead letter")
+        discard = sub.add_parser("discard", help="delete dead letters for good")
+        discard.add_argument("ids", nargs="+")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            getattr(self, "do_" + options["action"])(**options)
+        except BrokerError as exc:
+            raise CommandError(str(exc)) from None
+
+    def do_workers(self, **options: Any) -> None:
+        workers = get_broker().workers()
+        if not workers:
+            self.stdout.write("no worker has sent a heartbeat")
+            return
+        now = time.time()
+        for name, info in sorted(workers.items()):
+            alive = now - info["last_seen"] <= info.get("lease", 30)
+            state = self.style.SUCCESS("alive") if alive else self.style.ERROR("lost")
+            self.stdout.write(
+                f"{name}  {state}  pid {info['pid']}  pool {info['pool']}  "
+                f"concurrency {info['concurrency']}  queues {','.join(info['queues'])}  "
+                f"started {_when(info['started'])}  last seen {now - info['last_seen']:.0f}s ago"
+                f"  tasks done {info['tasks_done']}  running {info['tasks_running']}"
+            )
+
+    def do_queues(self, queues: list[str] | None = None, **options: Any) -> None:
+        from djtasks.conf import get_settings
+
+        broker = get_broker()
+        names = queues or [get_settings().DEFAULT_QUEUE]
+        for name, depth in broker.queue_depths(names).items():
+            self.stdout.write(f"{name}: {depth}")
+        self.stdout.write(f"scheduled (eta): {broker.scheduled_count()}")
+
+    def do_deadletters(self, body: bool = False, **options: Any) -> None:
+        letters = get_broker().dead_letters()
+        if not letters:
+            self.stdout.write("no dead letters")
+        for d in letters:
+            self.stdout.write(f"{d.id}  queue {d.queue}  {_when(d.time)}  {d.reason}")
+            if body:
+                self.stdout.write("    " + d.body.decode(errors="replace"))
+
+    def do_requeue(self, ids: list[str], all: bool = False, **options: Any) -> None:
+        broker = get_broker()
+        if all:
+            ids = [d.id for d in broker.dead_letters()]
+        if not ids:
+            raise CommandError("name the task ids to requeue, or pass --all")
+        missing = [i for i in ids if not broker.requeue_dead_letter(i)]
+        self.stdout.write(f"requeued {len(ids) - len(missing)} dead letter(s)")
+        if missing:
+            raise CommandError(f"no dead letter with id {', '.join(missing)}")
+
+    def do_discard(self, ids: list[str], **options: Any) -> None:
+        broker = get_broker()
+        missing = [i for i in ids if not broker.delete_dead_letter(i)]
+        self.stdout.write(f"discarded {len(ids) - len(missing)} dead letter(s)")
+        if missing:
+            raise CommandError(f"no dead letter with id {', '.join(missing)}")

@@ -1,0 +1,1 @@
+"""A module whose mtime the --reload test touches."""
