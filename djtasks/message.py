@@ -9,6 +9,7 @@ from typing import Any
 
 from . import codec
 from .exceptions import MessageError
+from .signing import get_signer
 
 PROTOCOL_VERSION = 1
 
@@ -40,7 +41,7 @@ class Message:
     options: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        """The envelope as UTF-8 JSON bytes (docs/protocol.md)."""
+        """The signed envelope: UTF-8 JSON and its signature (docs/protocol.md)."""
         return dump_envelope(self.envelope())
 
     def envelope(self) -> dict[str, Any]:
@@ -64,9 +65,14 @@ class Message:
 
     @classmethod
     def decode(cls, body: bytes | str) -> Message:
-        """Rebuild a message; raise ``MessageError`` saying what is wrong with it."""
+        """Check the signature and rebuild a message; raise ``MessageError``
+        saying what is wrong with it. Nothing in the body is evaluated: it is
+        JSON data and a task name looked up in the registry."""
+        if isinstance(body, str):
+            body = body.encode()
+        payload = get_signer().unsign(body)
         try:
-            data = json.loads(body, object_hook=codec.decode_hook)
+            data = json.loads(payload, object_hook=codec.decode_hook)
         except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
             raise MessageError(f"the body is not a djtasks JSON envelope: {exc}") from None
         if not isinstance(data, dict):
@@ -128,7 +134,8 @@ class Message:
 
 
 def dump_envelope(envelope: dict[str, Any]) -> bytes:
-    """Write an envelope from ``Message.envelope()`` as UTF-8 JSON bytes."""
-    return json.dumps(
+    """Write an envelope from ``Message.envelope()`` as signed UTF-8 JSON bytes."""
+    payload = json.dumps(
         envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
+    return get_signer().sign(payload)

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from djtasks import codec
 from djtasks.exceptions import DjtasksError, MessageError
 from djtasks.message import PROTOCOL_VERSION, Message
+from djtasks.signing import get_signer
 from tests.app.models import Item
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -429,10 +430,10 @@ def make_message(**overrides: Any) -> Message:
     return Message(**fields)
 
 
-def test_message_encode_is_utf8_json_bytes_with_the_protocol_version():
+def test_message_encode_is_signed_utf8_json_bytes_with_the_protocol_version():
     body = make_message(args=["é"]).encode()
     assert isinstance(body, bytes)
-    data = json.loads(body.decode("utf-8"))
+    data = json.loads(get_signer().unsign(body).decode("utf-8"))
     assert data["v"] == PROTOCOL_VERSION
     assert data["args"] == ["é"]
 
@@ -461,22 +462,32 @@ def test_message_encode_raises_unencodable_value_with_args_path():
 
 
 def envelope(**changes: Any) -> bytes:
-    data = json.loads(make_message().encode())
+    """A validly signed envelope with ``changes`` made to its fields."""
+    data = json.loads(get_signer().unsign(make_message().encode()))
     for key, value in changes.items():
         if value is _DROP:
             del data[key]
         else:
             data[key] = value
-    return json.dumps(data).encode()
+    return get_signer().sign(json.dumps(data).encode())
 
 
 _DROP = object()
 
 
-def decode_error(body: bytes | str) -> str:
+def decode_error(body: bytes, *, sign: bool = True) -> str:
+    """The MessageError text for ``body`` (signed first, unless ``sign`` is False)."""
     with pytest.raises(MessageError) as info:
-        Message.decode(body)
+        Message.decode(get_signer().sign(body) if sign and not _is_signed(body) else body)
     return str(info.value)
+
+
+def _is_signed(body: bytes) -> bool:
+    try:
+        get_signer().unsign(body)
+    except MessageError:
+        return False
+    return True
 
 
 def test_message_error_is_a_djtasks_error():

@@ -147,9 +147,18 @@ def test_undecodable_message_is_dead_lettered_with_reason(burst, broker):
     burst()
     dead = broker.dead_letters()
     assert [(d.id, d.queue) for d in dead] == [("bad-1", "default")]
-    assert "not a djtasks JSON envelope" in dead[0].reason
+    assert "not signed" in dead[0].reason
     assert dead[0].body == b"\x00not json"
     assert broker.queue_depths(["default"]) == {"default": 0}
+
+
+def test_signed_but_undecodable_message_is_dead_lettered_with_reason(burst, broker):
+    from djtasks.signing import get_signer
+
+    _publish_raw(broker, "bad-2", get_signer().sign(b"[1, 2"))
+    burst()
+    [dead] = broker.dead_letters()
+    assert "not a djtasks JSON envelope" in dead.reason
 
 
 def test_unknown_task_is_dead_lettered_and_worker_goes_on(burst, broker):
