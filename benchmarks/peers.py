@@ -1,0 +1,447 @@
+#!/usr/bin/env python
+"""The peers' side of the benchmark: RQ, Huey, Dramatiq and Celery, same workload.
+
+    /tmp/peers-venv/bin/python benchmarks/peers.py [--tasks N] [--json FILE]
+
+Run with an interpreter whose environment has the peers installed (not
+djtasks' own; see benchmarks/README.md). Every peer runs the workload of
+benchmarks/run.py against the same local Redis (db 13, keys of its own) and
+PostgreSQL (schema ``djtasks_peers``): a no-op task whose body INCRs a Redis
+counter. Measured, as for djtasks:
+
+* enqueue rate: N enqueues from this one process (tasks/s);
+* drain rate: N tasks queued, then workers with 2 executors started; timed
+  from the first task's start to the last (tasks/s), no stored results;
+* drain rate with results stored in PostgreSQL (Celery + django-celery-results);
+* enqueue-to-start latency p50/p99 (ms): one worker, one idle executor,
+  sequential enqueues.
+
+A peer that cannot be imported is skipped with the reason printed. Every
+worker is a subprocess in a session of its own, stopped (SIGTERM, then
+SIGKILL) at the end whatever happens, and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REDIS_URL = os.environ.setdefault("PEERS_REDIS_URL", "redis://127.0.0.1:6379/13")
+BIN = Path(sys.executable).parent
+LOG_DIR = Path(tempfile.mkdtemp(prefix="djtasks-peers-"))
+
+# Every Redis key a peer creates in db 13 matches one of these; _reset
+# deletes only those.
+KEY_PATTERNS = ["peers:*", "rq:*", "huey.*", "peers-dramatiq*", "peers-celery*",
+                "_kombu.binding.peers-celery*", "_kombu.binding_permanent.peers-celery*",
+                "_kombu.binding_deadlines", "unacked*", "celery-task-meta-*"]
+
+
+class PeerError(RuntimeError):
+    """A measurement of one peer did not complete (timeout, worker died)."""
+
+
+def _on_sigterm(signum, frame):  # so that `timeout` still runs the finally blocks
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def redis_client():
+    import redis
+
+    return redis.Redis.from_url(REDIS_URL)
+
+
+def _reset() -> None:
+    client = redis_client()
+    for pattern in KEY_PATTERNS:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
+
+
+# -- worker subprocesses ---------------------------------------------------------
+
+def _env(**extra: str) -> dict[str, str]:
+    path = os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_worker(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    log = open(LOG_DIR / f"{name}.log", "ab")  # noqa: SIM115 (closed with the process)
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log  # type: ignore[attr-defined]
+    proc.log_name = name  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen, grace: float = 20) -> None:
+    """SIGTERM the worker's process group, SIGKILL it after `grace` seconds."""
+    try:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children (prefork pools, Huey's processes) may outlive the parent.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            print(f"  warning: worker {proc.pid} did not exit after SIGKILL", file=sys.stderr)
+    finally:
+        proc.log.close()  # type: ignore[attr-defined]
+
+
+def _log_tail(procs: list[subprocess.Popen], lines: int = 15) -> str:
+    out = []
+    for proc in procs:
+        path = LOG_DIR / f"{proc.log_name}.log"  # type: ignore[attr-defined]
+        try:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        out.append(f"--- {path} (exit {proc.poll()}) ---\n" + "\n".join(text))
+    return "\n".join(out)
+
+
+# -- the three measurements, peer-agnostic ----------------------------------------
+
+def enqueue_rate(enqueue: Callable[[str], object], n: int) -> float:
+    started = time.perf_counter()
+    for _ in range(n):
+        enqueue("peers:enqueue")
+    return n / (time.perf_counter() - started)
+
+
+def drain_rate(name: str, enqueue: Callable[[str], object], n: int,
+               workers: list[tuple[list[str], dict[str, str]]], timeout: float,
+               start_timeout: float = 60) -> float:
+    """Enqueue n tasks, start the workers, time the first task's start to the last's."""
+    counter = f"peers:drain:{name}"
+    for _ in range(n):
+        enqueue(counter)
+    client = redis_client()
+    procs: list[subprocess.Popen] = []
+    try:
+        for i, (argv, env) in enumerate(workers):
+            procs.append(start_worker(f"{name}-drain-{i}", argv, env))
+        deadline = time.monotonic() + start_timeout
+        while int(client.get(counter) or 0) == 0:
+            if time.monotonic() > deadline:
+                raise PeerError(f"no task started within {start_timeout:.0f}s\n"
+                                + _log_tail(procs))
+            time.sleep(0.0005)
+        first = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        while (done := int(client.get(counter) or 0)) < n:
+            if time.monotonic() > deadline:
+                raise PeerError(f"only {done}/{n} tasks ran within {timeout:.0f}s\n"
+                                + _log_tail(procs))
+            time.sleep(0.001)
+        last = time.perf_counter()
+    finally:
+        for proc in procs:
+            stop_worker(proc)
+    return (n - 1) / (last - first)
+
+
+def latency_ms(name: str, enqueue: Callable[[str, float], object], samples: int,
+               argv: list[str], env: dict[str, str],
+               start_timeout: float = 60) -> tuple[float, float]:
+    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms."""
+    client = redis_client()
+    warm, key = f"peers:latency-warmup:{name}", f"peers:latency:{name}"
+    proc = start_worker(f"{name}-latency", argv, env)
+    try:
+        # Wait until the worker really runs tasks (rather than a fixed sleep).
+        deadline = time.monotonic() + start_timeout
+        while client.llen(warm) == 0:
+            if time.monotonic() > deadline:
+                raise PeerError(f"worker ran nothing within {start_timeout:.0f}s\n"
+                                + _log_tail([proc]))
+            enqueue(warm, time.time())
+            inner = time.monotonic() + 1
+            while client.llen(warm) == 0 and time.monotonic() < inner:
+                time.sleep(0.005)
+        time.sleep(1)  # let any extra warm-up probes finish
+        for i in range(samples):
+            enqueue(key, time.time())
+            deadline = time.monotonic() + 10
+            while client.llen(key) < i + 1:
+                if time.monotonic() > deadline:
+                    raise PeerError(f"latency probe {i} did not run within 10s\n"
+                                    + _log_tail([proc]))
+                time.sleep(0.0002)
+            time.sleep(0.002)
+    finally:
+        stop_worker(proc)
+    values = sorted(float(v) * 1000 for v in client.lrange(key, 0, -1))
+    return statistics.median(values), values[int(len(values) * 0.99) - 1]
+
+
+# -- the peers -------------------------------------------------------------------
+
+def _latency_into(results: dict, pair: tuple[float, float]) -> None:
+    results["latency_p50_ms"], results["latency_p99_ms"] = pair
+
+
+def peer_rq(args, worker_class: str = "rq.Worker") -> dict:
+    from redis import Redis
+    from rq import Queue
+
+    from benchmarks.peerapps import rq_tasks
+
+    queue = Queue(rq_tasks.QUEUE, connection=Redis.from_url(REDIS_URL))
+
+    def enqueue(counter):
+        return queue.enqueue(rq_tasks.noop, counter, result_ttl=0)
+
+    def enqueue_latency(key, sent):
+        return queue.enqueue(rq_tasks.latency, key, sent, result_ttl=0)
+
+    rq = str(BIN / "rq")
+    base = ["--url", REDIS_URL, "--worker-class", worker_class, "--quiet"]
+    name = "rq" if worker_class == "rq.Worker" else "rq-simple"
+    results: dict[str, float] = {}
+    _reset()
+    results["enqueue_no_result_per_s"] = enqueue_rate(enqueue, args.tasks)
+    _reset()
+    # One `rq worker --burst` process per executor: RQ has one job at a time per worker.
+    burst = [rq, "worker", "--burst", *base, rq_tasks.QUEUE]
+    results["drain_no_result_per_s"] = drain_rate(
+        name, enqueue, args.tasks, [(burst, _env())] * args.concurrency, args.drain_timeout)
+    _reset()
+    _latency_into(results, latency_ms(name, enqueue_latency, args.latency_samples,
+                                      [rq, "worker", *base, rq_tasks.QUEUE], _env()))
+    _reset()
+    return results
+
+
+def peer_rq_simple(args) -> dict:
+    """RQ with SimpleWorker: no fork per job, RQ's fastest worker."""
+    return peer_rq(args, worker_class="rq.SimpleWorker")
+
+
+def peer_huey(args) -> dict:
+    from benchmarks.peerapps import huey_tasks
+
+    consumer = [str(BIN / "huey_consumer"), "benchmarks.peerapps.huey_tasks.huey", "--quiet"]
+    results: dict[str, float] = {}
+    huey_tasks.huey.flush()
+    _reset()
+    results["enqueue_no_result_per_s"] = enqueue_rate(huey_tasks.noop, args.tasks)
+    _reset()
+    results["drain_no_result_per_s"] = drain_rate(
+        "huey", huey_tasks.noop, args.tasks,
+        [([*consumer, "-w", str(args.concurrency), "-k", "process"], _env())],
+        args.drain_timeout)
+    _reset()
+    _latency_into(results, latency_ms("huey", huey_tasks.latency, args.latency_samples,
+                                      [*consumer, "-w", "1", "-k", "thread"], _env()))
+    _reset()
+    return results
+
+
+def peer_dramatiq(args) -> dict:
+    from benchmarks.peerapps import dramatiq_tasks
+
+    def cli(processes: int) -> list[str]:
+        return [str(BIN / "dramatiq"), "benchmarks.peerapps.dramatiq_tasks",
+                "-p", str(processes), "-t", "1", "-Q", dramatiq_tasks.QUEUE]
+
+    env = _env(dramatiq_queue_prefetch=str(args.prefetch))
+    results: dict[str, float] = {}
+    _reset()
+    results["enqueue_no_result_per_s"] = enqueue_rate(dramatiq_tasks.noop.send, args.tasks)
+    _reset()
+    results["drain_no_result_per_s"] = drain_rate(
+        "dramatiq", dramatiq_tasks.noop.send, args.tasks, [(cli(args.concurrency), env)],
+        args.drain_timeout)
+    _reset()
+    _latency_into(results, latency_ms("dramatiq", dramatiq_tasks.latency.send,
+                                      args.latency_samples, cli(1), env))
+    _reset()
+    return results
+
+
+def _celery_worker(app: str, queue: str, concurrency: int, prefetch: int) -> list[str]:
+    return [str(BIN / "celery"), "-A", app, "worker", "-P", "prefork", "-c", str(concurrency),
+            "--prefetch-multiplier", str(prefetch), "-Q", queue, "-l", "WARNING",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def peer_celery(args) -> dict:
+    from benchmarks.peerapps import celery_tasks
+
+    app = "benchmarks.peerapps.celery_tasks"
+    results: dict[str, float] = {}
+    _reset()
+    results["enqueue_no_result_per_s"] = enqueue_rate(celery_tasks.noop.delay, args.tasks)
+    _reset()
+    results["drain_no_result_per_s"] = drain_rate(
+        "celery", celery_tasks.noop.delay, args.tasks,
+        [(_celery_worker(app, celery_tasks.QUEUE, args.concurrency, args.prefetch), _env())],
+        args.drain_timeout)
+    _reset()
+    _latency_into(results, latency_ms(
+        "celery", celery_tasks.latency.delay, args.latency_samples,
+        _celery_worker(app, celery_tasks.QUEUE, 1, args.prefetch), _env()))
+    _reset()
+    return results
+
+
+def _ensure_schema() -> None:
+    import psycopg
+
+    from benchmarks.peerapps import celery_db_settings as settings
+
+    db = settings.DATABASES["default"]
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"],
+                         dbname=db["NAME"], autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings.PEERS_SCHEMA}"')
+
+
+def peer_celery_db(args) -> dict:
+    """Celery + django-celery-results: drain with every result stored in PostgreSQL."""
+    _ensure_schema()
+    # Imported first: it sets up Django, which the two imports below need.
+    celery_db_tasks = importlib.import_module("benchmarks.peerapps.celery_db_tasks")
+    from django.core.management import call_command
+    from django_celery_results.models import TaskResult
+
+    call_command("migrate", "django_celery_results", verbosity=0)
+    n = args.tasks // 2  # as run.py's drain_results_in_postgres_per_s
+    app = "benchmarks.peerapps.celery_db_tasks"
+    results: dict[str, float] = {}
+    TaskResult.objects.all().delete()
+    _reset()
+    results["drain_results_in_postgres_per_s"] = drain_rate(
+        "celery-db", celery_db_tasks.noop_stored.delay, n,
+        [(_celery_worker(app, celery_db_tasks.QUEUE, args.concurrency, args.prefetch),
+          _env())],
+        args.drain_timeout)
+    results["results_stored"] = TaskResult.objects.count()
+    TaskResult.objects.all().delete()
+    _reset()
+    return results
+
+
+PEERS: dict[str, tuple[str, Callable[[argparse.Namespace], dict]]] = {
+    # name: (distribution whose import decides the skip, function)
+    "rq": ("rq", peer_rq),
+    "rq-simple": ("rq", peer_rq_simple),
+    "huey": ("huey", peer_huey),
+    "dramatiq": ("dramatiq", peer_dramatiq),
+    "celery": ("celery", peer_celery),
+    "celery-db": ("django_celery_results", peer_celery_db),
+}
+
+REQUIRES = {
+    "rq": ["rq", "redis"],
+    "rq-simple": ["rq", "redis"],
+    "huey": ["huey", "redis"],
+    "dramatiq": ["dramatiq", "redis"],
+    "celery": ["celery", "redis"],
+    "celery-db": ["celery", "redis", "django", "django_celery_results", "psycopg"],
+}
+
+
+def _importable(name: str) -> str | None:
+    """None if every module the peer needs imports, else the reason it does not."""
+    for module in REQUIRES[name]:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any import-time failure means: skip this peer
+            return f"cannot import {module}: {exc.__class__.__name__}: {exc}"
+    return None
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=32,
+                        help="prefetch per executor where the peer has one (Dramatiq, Celery)")
+    parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--drain-timeout", type=float, default=300,
+                        help="seconds one drain may take before the peer is given up")
+    parser.add_argument("--only", action="append", choices=sorted(PEERS),
+                        help="measure only this peer (repeatable)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    out: dict[str, dict] = {"peers": {}, "skipped": {}, "errors": {}, "versions": {},
+                            "config": {"tasks": args.tasks, "concurrency": args.concurrency,
+                                       "prefetch": args.prefetch,
+                                       "latency_samples": args.latency_samples,
+                                       "redis": REDIS_URL, "logs": str(LOG_DIR)}}
+    try:
+        redis_client().ping()
+    except Exception as exc:  # no Redis: nothing can be measured
+        sys.exit(f"peers: Redis at {REDIS_URL} unreachable: {exc}")
+    for name, (dist, func) in PEERS.items():
+        if args.only and name not in args.only:
+            continue
+        reason = _importable(name)
+        if reason:
+            print(f"peers: skipping {name}: {reason}", flush=True)
+            out["skipped"][name] = reason
+            continue
+        out["versions"][name] = _version(dist if name != "celery-db" else "celery") + (
+            f" + django-celery-results {_version('django_celery_results')}"
+            if name == "celery-db" else "")
+        print(f"peers: measuring {name} {out['versions'][name]} ...", flush=True)
+        started = time.monotonic()
+        try:
+            out["peers"][name] = func(args)
+        except PeerError as exc:
+            print(f"peers: {name} failed: {exc}", flush=True)
+            out["errors"][name] = str(exc)
+        except Exception as exc:  # one broken peer must not stop the others
+            print(f"peers: {name} failed: {exc.__class__.__name__}: {exc}", flush=True)
+            out["errors"][name] = f"{exc.__class__.__name__}: {exc}"
+        finally:
+            _reset()
+        for key, value in out["peers"].get(name, {}).items():
+            print(f"{name:10s} {key:34s} {value:10.1f}", flush=True)
+        print(f"peers: {name} took {time.monotonic() - started:.0f}s", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM from `timeout`: workers are stopped
+        sys.exit(f"peers: interrupted ({exc or 'SIGINT'}); workers stopped")
