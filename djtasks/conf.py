@@ -42,6 +42,7 @@ class Settings:
     IGNORE_RESULT: bool = False
     ACKS_LATE: bool = False
     MAX_DEATHS: int = 3
+    MAX_MESSAGE_BYTES: int = 1024 * 1024
 
 
 def _is_bool(v: Any) -> bool:
@@ -85,6 +86,10 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "TRACK_STARTED": (_is_bool, "True or False"),
     "IGNORE_RESULT": (_is_bool, "True or False"),
     "ACKS_LATE": (_is_bool, "True or False"),
+    "MAX_MESSAGE_BYTES": (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1024,
+        "an int of bytes >= 1024",
+    ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "an int >= 1: executors a message may kill before it is dead-lettered",

@@ -12,6 +12,7 @@ from .exceptions import MessageError
 from .signing import get_signer
 
 PROTOCOL_VERSION = 1
+_MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: datetime cannot go further
 
 # Per-call options a message may carry; each overrides the task's own.
 MESSAGE_OPTIONS = frozenset({"time_limit", "soft_time_limit"})
@@ -119,10 +120,14 @@ class Message:
             return f"field 'priority' is {self.priority}, not 0 to 9"
         if self.retries < 0:
             return f"field 'retries' is {self.retries}, not >= 0"
-        for name in ("eta", "expires"):
+        for name in ("eta", "expires", "created"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, int | float):
+            if value is None and name != "created":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
                 return f"field {name!r} is a {type(value).__name__}, not a timestamp"
+            if not 0 <= value < _MAX_TIMESTAMP:  # also catches nan
+                return f"field {name!r} is {value!r}, not a timestamp between 1970 and 9999"
         if any(not isinstance(k, str) for k in self.kwargs):
             return "kwargs has a key that is not a string"
         for key, value in self.options.items():

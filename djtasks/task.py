@@ -18,6 +18,7 @@ from datetime import datetime
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any, overload
 
+from django.conf import settings as django_settings
 from django.utils import timezone
 
 from . import codec
@@ -320,6 +321,10 @@ class Task:
             priority=priority, task_id=task_id,
         )
         _check_limits(time_limit, soft_time_limit)
+        if django_settings.DEBUG:
+            from .lint.runtime import warn_if_serialized
+
+            warn_if_serialized(self.name, message.args, message.kwargs)
         if time_limit is not None:
             message.options["time_limit"] = time_limit
         if soft_time_limit is not None:
@@ -327,9 +332,21 @@ class Task:
         envelope = self.encode_message(message)
         if on_commit is None:
             on_commit = s.ENQUEUE_ON_COMMIT
-        if s.ALWAYS_EAGER:
-            from .result import EagerResult
+        if using is None:
+            from django.db import router
 
+            from .models import TaskResult
+
+            using = router.db_for_write(TaskResult)
+        if s.ALWAYS_EAGER:
+            from .message import dump_envelope
+            from .result import EagerResult
+            from .transaction import check_size
+
+            body = dump_envelope(envelope)
+            check_size(message, body)
+            # The task sees its arguments as a worker would: through JSON.
+            message = Message.decode(body)
             result = EagerResult(message.id)
             enqueue_eager = _EagerRun(self, message, result)
             _run_on_commit(enqueue_eager, on_commit=on_commit, using=using)
@@ -345,17 +362,20 @@ class Task:
     ) -> EagerResult:
         """Run the task now, in this process, and return an ``EagerResult``.
 
-        Arguments go through the codec as they would through a broker, so
-        ``apply`` catches what ``delay`` would. Retries run at once, without
+        Arguments go through the codec and JSON as they would through a
+        broker, so ``apply`` catches what ``delay`` would and the task sees
+        what a worker would (tuples as lists). Retries run at once, without
         their countdown. Follows Celery's ``Task.apply``: the task's
         exception is re-raised if ``DJTASKS['EAGER_PROPAGATES']`` is True
         (default False, Celery's ``task_eager_propagates``), else the result
         holds it. No row is written.
         """
+        from .message import dump_envelope
         from .result import EagerResult
 
         message = self.build_message(args, kwargs, task_id=task_id)
-        self.encode_message(message)
+        # The task sees its arguments as a worker would: through JSON.
+        message = Message.decode(dump_envelope(self.encode_message(message)))
         result = EagerResult(message.id)
         _EagerRun(self, message, result)()
         return result

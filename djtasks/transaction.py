@@ -10,7 +10,8 @@ from django.db import router, transaction
 
 from . import signals, states
 from .brokers import get_broker
-from .exceptions import BrokerError
+from .conf import get_settings
+from .exceptions import BrokerError, TaskArgumentError
 from .message import Message, dump_envelope
 from .result import AsyncResult
 
@@ -42,6 +43,7 @@ def enqueue(
         headers={}, properties={}, declare=[], retry_policy=None,
     )
     body = dump_envelope(envelope)
+    check_size(message, body)
     if using is None:
         using = router.db_for_write(TaskResult)
     if not task.ignore_result:
@@ -57,6 +59,17 @@ def enqueue(
     else:
         _publish(message, envelope, body)
     return AsyncResult(message.id, task_name=message.task)
+
+
+def check_size(message: Message, body: bytes) -> None:
+    """Raise ``TaskArgumentError`` if ``body`` is over ``MAX_MESSAGE_BYTES``."""
+    limit = get_settings().MAX_MESSAGE_BYTES
+    if len(body) > limit:
+        raise TaskArgumentError(
+            f"{message.task.rsplit('.', 1)[-1]}(...): the message is {len(body):,} bytes, "
+            f"more than DJTASKS['MAX_MESSAGE_BYTES'] ({limit:,}); pass ids or a storage "
+            "path instead of large data"
+        )
 
 
 def _publish(message: Message, envelope: dict[str, Any], body: bytes) -> None:

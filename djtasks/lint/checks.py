@@ -74,6 +74,79 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
     return errors
 
 
+# Parameter names that usually hold an object, whatever the project's models.
+OBJECT_PARAM_NAMES = frozenset({"user", "instance", "obj", "object", "request", "model",
+                                "queryset", "qs", "form"})
+
+
+def _object_like_names() -> set[str]:
+    from django.apps import apps
+
+    return OBJECT_PARAM_NAMES | {m.__name__.lower() for m in apps.get_models()}
+
+
+@checks.register("djtasks")
+def check_parameter_names(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """W001: an unannotated parameter named like an object (``user``, ``order``)."""
+    names = _object_like_names()
+    warnings: list[checks.CheckMessage] = []
+    for task in registry:
+        params = list(inspect.signature(task.fn).parameters.values())
+        if task.bind and params:
+            params = params[1:]
+        for param in params:
+            if param.annotation is inspect.Parameter.empty and param.name in names:
+                warnings.append(checks.Warning(
+                    f"task {task.name} has a parameter {param.name!r} named like an object, "
+                    "with no annotation; callers may pass the object itself.",
+                    hint=f"rename it {param.name}_id and annotate it (int), or silence "
+                         "djtasks.W001 in SILENCED_SYSTEM_CHECKS",
+                    obj=task.qualname, id="djtasks.W001",
+                ))
+    return warnings
+
+
+@checks.register("djtasks")
+def check_options(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """E004: option values out of range; W002: a soft limit not below the hard one."""
+    from ..task import parse_rate
+
+    errors: list[checks.CheckMessage] = []
+    for task in registry:
+        for name in ("time_limit", "soft_time_limit", "default_retry_delay",
+                     "retry_backoff_max"):
+            value = getattr(task, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float) or value < 0):
+                errors.append(checks.Error(
+                    f"task {task.name} has {name}={value!r}; expected seconds >= 0.",
+                    hint=f"set {name} to a number of seconds in @shared_task(...)",
+                    obj=task.qualname, id="djtasks.E004",
+                ))
+        try:
+            parse_rate(task.rate_limit)
+        except TypeError as exc:
+            errors.append(checks.Error(f"task {task.name}: {exc}.",
+                                       hint="use '10/s', '100/m' or '1000/h'",
+                                       obj=task.qualname, id="djtasks.E004"))
+        priority = task.priority
+        if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
+            errors.append(checks.Error(
+                f"task {task.name} has priority={priority!r}; expected 0 to 9.",
+                hint="9 is the highest priority, 0 the lowest",
+                obj=task.qualname, id="djtasks.E004",
+            ))
+        hard, soft = task.time_limit, task.soft_time_limit
+        if isinstance(hard, int | float) and isinstance(soft, int | float) and soft >= hard:
+            errors.append(checks.Warning(
+                f"task {task.name} has soft_time_limit={soft} >= time_limit={hard}: the "
+                "hard limit kills it before the soft one can let it clean up.",
+                hint="make soft_time_limit smaller than time_limit",
+                obj=task.qualname, id="djtasks.W002",
+            ))
+    return errors
+
+
 @checks.register("djtasks")
 def check_routes(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     errors: list[checks.CheckMessage] = []

@@ -169,7 +169,16 @@ class Executor:
                 self.broker.requeue(self.consumer, [d.id for d in self._backlog])
                 self._backlog = []
                 return
-            self.handle(self._backlog[0])
+            delivery = self._backlog[0]
+            try:
+                self.handle(delivery)
+            except BrokerError:
+                raise
+            except Exception as exc:
+                # A bug or a surprise in handling must not loop: requeued, the
+                # same message would fail again on every executor.
+                logger.exception("could not handle message %s", delivery.id)
+                self._dead_letter(delivery, f"the worker failed while handling it: {exc!r}")
             self._backlog.pop(0)
 
     def handle(self, delivery: Delivery) -> None:
