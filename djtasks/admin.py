@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import states
-from .models import TaskResult
+from .models import DeadLetter, TaskResult
 
 STATUS_COLOURS = {
     states.PENDING: "#777",
@@ -113,3 +113,55 @@ class TaskResultAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Lists the broker's dead letters, with requeue and discard."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        from datetime import UTC, datetime
+
+        from django.contrib import messages
+        from django.core.exceptions import PermissionDenied
+        from django.shortcuts import redirect
+        from django.template.response import TemplateResponse
+
+        from .brokers import get_broker
+        from .exceptions import BrokerError
+
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        broker = get_broker()
+        if request.method == "POST":
+            action, ids = request.POST.get("action"), request.POST.getlist("ids")
+            allowed = (self.has_change_permission(request) if action == "requeue"
+                       else self.has_delete_permission(request))
+            if action not in ("requeue", "discard") or not allowed:
+                raise PermissionDenied
+            op = broker.requeue_dead_letter if action == "requeue" else broker.delete_dead_letter
+            done = sum(1 for i in ids if op(i))
+            verb = "requeued" if action == "requeue" else "discarded"
+            messages.success(request, f"{verb} {done} dead letter(s)")
+            return redirect(request.path)
+        error, letters = "", []
+        try:
+            letters = [
+                {"id": d.id, "queue": d.queue, "reason": d.reason,
+                 "when": datetime.fromtimestamp(d.time, UTC),
+                 "text": d.body.decode(errors="replace")}
+                for d in broker.dead_letters()
+            ]
+        except BrokerError as exc:
+            error = str(exc)
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta,
+            "title": "Dead letters", "letters": letters, "error": error,
+            "can_change": self.has_change_permission(request),
+            "can_delete": self.has_delete_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/djtasks/deadletter/change_list.html", context)

@@ -81,3 +81,16 @@ class TaskResult(models.Model):
     @property
     def kwargs_value(self) -> Any:
         return codec.decode(self.kwargs)
+
+
+class DeadLetter(models.Model):
+    """The dead-letter store in the admin. No table: the letters live in the
+    broker; the admin page reads them there (see ``admin.DeadLetterAdmin``)."""
+
+    class Meta:
+        managed = False
+        verbose_name = "dead letter"
+        default_permissions = ("view", "change", "delete")
+
+    def __str__(self) -> str:
+        return f"dead letter {self.pk}"

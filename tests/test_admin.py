@@ -78,3 +78,34 @@ def test_admin_is_read_only(admin_client_, rows):
     admin_client_.post(url, {"status": "FAILURE"})
     ok.refresh_from_db()
     assert ok.status == states.SUCCESS
+
+
+def test_dead_letters_are_listed_and_requeued_from_the_admin(admin_client_, broker, burst):
+    from djtasks import AsyncResult
+    from djtasks.message import Message
+
+    url = reverse("admin:djtasks_deadletter_changelist")
+    assert "No dead letters" in admin_client_.get(url).content.decode()
+    msg = Message(id="dl-admin", task="tests.app.tasks.add", args=[1, 1], kwargs={},
+                  queue="default")
+    broker.publish([(msg, msg.encode())])
+    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
+    broker.dead_letter("probe/0.1", d, "refused for the admin test")
+    page = admin_client_.get(url).content.decode()
+    assert "dl-admin" in page and "refused for the admin test" in page
+    admin_client_.post(url, {"action": "requeue", "ids": ["dl-admin"]})
+    assert broker.dead_letters() == []
+    burst()
+    assert AsyncResult("dl-admin").get(timeout=1) == 2
+
+
+def test_dead_letters_can_be_discarded_from_the_admin(admin_client_, broker):
+    from djtasks.message import Message
+
+    msg = Message(id="dl-gone", task="x", args=[], kwargs={}, queue="default")
+    broker.publish([(msg, b"junk")])
+    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
+    broker.dead_letter("probe/0.1", d, "junk")
+    admin_client_.post(reverse("admin:djtasks_deadletter_changelist"),
+                       {"action": "discard", "ids": ["dl-gone"]})
+    assert broker.dead_letters() == []
