@@ -55,7 +55,12 @@ def _encode_datetime(v: datetime) -> dict[str, Any]:
 
 
 def _encode_time(v: time) -> dict[str, Any]:
-    out: dict[str, Any] = {TAG: "time", "v": v.isoformat()}
+    out: dict[str, Any] = {TAG: "time"}
+    if isinstance(v.tzinfo, ZoneInfo) and v.tzinfo.key:
+        out["v"] = v.replace(tzinfo=None).isoformat()
+        out["tz"] = v.tzinfo.key
+    else:
+        out["v"] = v.isoformat()
     if v.fold:
         out["fold"] = 1
     return out
@@ -69,7 +74,7 @@ _SCALAR_ENCODERS: dict[type, Callable[[Any], Any]] = {
     Decimal: lambda v: {TAG: "decimal", "v": str(v)},
     UUID: lambda v: {TAG: "uuid", "v": str(v)},
 }
-_KEY_TYPES = (str, int, float, bool, type(None), datetime, date, time, Decimal, UUID)
+_KEY_TYPES = (str, int, float, bool, type(None), datetime, date, time, timedelta, Decimal, UUID)
 
 
 def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
@@ -206,6 +211,8 @@ def _decode_datetime(d: dict[str, Any]) -> datetime:
 
 def _decode_time(d: dict[str, Any]) -> time:
     value = time.fromisoformat(d["v"])
+    if "tz" in d:
+        value = value.replace(tzinfo=ZoneInfo(d["tz"]))
     return value.replace(fold=1) if d.get("fold") else value
 
 

@@ -1,63 +1,57 @@
 """Call-site lint of the ID-not-object rule (DESIGN.md section 5, point 3).
 
-The source is parsed with :mod:`ast`, never imported or run. A finding is a
-``.delay(...)``, ``.apply_async(...)`` or ``send_task(...)`` call that passes
-a model instance or a QuerySet where an id belongs::
+Source is parsed with :mod:`ast`, never imported. A finding is a ``.delay()``,
+``.apply_async()`` or ``send_task()`` call passing a model instance or a
+QuerySet where an id belongs; line and column (1-based) point at the argument::
 
-    shop/views.py:31:38: DJT101 send_welcome_email.delay(user): 'user' is a model
-        instance from line 29 (form.save()); pass user.pk
+    shop/views.py:20:34: DJT101 send_welcome_email.delay(user): 'user' is a model
+        instance from line 19 (form.save()); pass user.pk
 
-Codes: ``DJT101`` an object passed to a task; ``DJT100`` a file that does not
-parse. Lines and columns are 1-based (as flake8 and ruff print them) and point
-at the argument. Arguments checked: every argument of ``.delay``; ``args``
-(or the 1st positional) and ``kwargs`` (or the 2nd) of ``.apply_async``;
-``args``/``kwargs`` (or the 2nd/3rd positional) of ``send_task``; inside
-list, tuple, set and dict literals and ``dict(k=v)``, at any depth.
+``DJT100`` is a file that does not parse. Checked: every ``.delay`` argument;
+``args``/``kwargs`` (or positional 1-2) of ``.apply_async`` and (2-3) of
+``send_task``; inside list/tuple/set/dict literals and ``dict(k=v)``.
 
-What is an object, in source order per function (module and class bodies
-have their own scope; a nested function or lambda starts from a copy of its
-enclosing function's; a later binding to anything else clears a name):
+Names are tracked in source order per function (module and class bodies are
+scopes too; a nested function or lambda starts from its enclosing function's
+names); a later binding to anything not below clears a name. Objects are:
 
-- a manager chain on ``Model.objects``/``_default_manager``/``_base_manager``
-  (``Model`` a capitalised name, a name in ``model_names`` -- whose lowercase
-  attributes also count as managers -- or ``get_user_model()``):
-  ``get/create/first/last/earliest/latest/create_user`` and their ``a*``
-  forms give an instance; ``get_or_create``/``update_or_create`` an
-  ``(instance, created)`` pair; ``all/filter/exclude/order_by/...`` a QuerySet,
-  as do ``values()``/``values_list()`` (the fix is then ``list(...)``);
-  ``qs[i]`` an instance, ``qs[a:b]`` a QuerySet;
-- ``get_object_or_404(Model, ...)`` (and ``aget_``), model from the first arg;
-- ``request.user``, ``self.request.user``, ``await request.auser()``: a User;
+- ``M.objects``/``_default_manager``/``_base_manager`` chains (``M`` a
+  capitalised name, a name in ``model_names`` -- whose lowercase attributes
+  are managers too -- or ``get_user_model()``), and chains on a name bound to
+  a QuerySet: ``get/create/first/last/earliest/latest/create_user`` and their
+  ``a``-prefixed forms give an instance, ``get_or_create``/``update_or_create``
+  an ``(instance, created)`` pair, ``all/filter/exclude/order_by/...`` and
+  ``values()``/``values_list()`` a QuerySet (fix: ``list(...)``); ``qs[i]``
+  an instance, ``qs[i:j]`` a QuerySet;
+- ``get_object_or_404(M, ...)``/``aget_object_or_404``;
+- ``request.user``, ``self.request.user``, ``await request.auser()`` (a User);
 - in a view class (a base named ``*View``/``*ViewSet``/``*Mixin`` or a body
-  setting ``model``/``queryset``): ``self.object`` and ``self.get_object()``
-  are instances of its ``model``, ``self.get_queryset()`` a QuerySet;
-- ``x.save()`` and ``x.instance`` where an ``_``-separated word of ``x``'s
-  name is ``form`` or ``serializer`` (``form``, ``user_form``, not
-  ``platform`` or ``formset``): a model instance of unknown model;
-- the ``instance`` parameter of a ``@receiver(post_save, sender=Model)``
-  handler (any of Django's model signals);
-- the target of ``for``/``async for``/a comprehension over a QuerySet, a
+  setting ``model``/``queryset``): ``self.object``, ``self.get_object()``
+  (instances of its model) and ``self.get_queryset()``;
+- ``x.save()``/``x.instance`` where a ``_``-separated word of ``x`` is
+  ``form`` or ``serializer`` (``user_form``; not ``platform``/``formset``);
+- ``instance`` of a ``@receiver(post_save, sender=M)`` (any model signal);
+- the target of a ``for``/``async for``/comprehension over a QuerySet, its
   ``.iterator()`` or ``enumerate()`` of one;
-- a relation: ``x.attr`` where ``x`` is an instance and ``attr`` is a model
-  name of ``model_names`` in lower or snake case (``order.customer`` only
-  when ``Customer`` is a model); the fix is ``x.attr_id``. ``x.rel.all()``
-  (or ``filter``/``exclude``/``order_by``/``select_related``/
-  ``prefetch_related``) on an instance is a QuerySet of a related manager.
+- relations: ``x.attr`` of an instance where ``attr`` is a ``model_names``
+  class in lower or snake case (``order.customer`` only if ``Customer`` is a
+  model; fix ``order.customer_id``); ``x.attr.all()`` (or ``filter``,
+  ``exclude``, ``order_by``, ``select_related``, ``prefetch_related``) of an
+  instance is a related manager's QuerySet.
 
-Never reported: ``.pk``, ``.id``, ``*_id`` and any other attribute, subscripts
-(``form.cleaned_data[...]``, ``request.POST[...]``), other calls (``int()``,
-``str()``, ``list(...)``, ``.count()``, ``.exists()``), literals.
+Never reported: any other attribute (``.pk``, ``.id``, ``.customer_id``),
+subscripts (``form.cleaned_data[...]``, ``request.POST[...]``), other calls
+(``int()``, ``str()``, ``list(...)``, ``.count()``, ``.exists()``), literals.
 
 Limits, chosen for few false positives over catching everything: no data
 flow across functions, modules or branches (the last binding in source order
-wins); parameters are unknown (a task helper's ``user`` argument, an admin
-action's ``queryset``); ``x.rel`` relations need ``model_names`` and guess by
-name, so a model named like a scalar field (a ``Status`` model and an
-``order.status`` CharField) is a false positive, and ``x.rel_id`` is the wrong
-fix for a reverse one-to-one; ``form.save()`` returns an unknown model;
-``formset.save()``, ``bulk_create()``, ``in_bulk()``, ``get_list_or_404()``,
-``signal.connect(...)`` receivers and ``.s()``/``.si()`` signatures are not
-followed; ``request.user`` is always called a User.
+wins); parameters are unknown (a helper's ``user``, an admin action's
+``queryset``); relations guess by name, so a model named like a scalar field
+(a ``Status`` model, an ``order.status`` CharField) is a false positive and
+``x.rel_id`` is the wrong fix for a reverse one-to-one; ``form.save()`` is of
+unknown model, ``request.user`` always a User; ``formset.save()``,
+``bulk_create()``, ``in_bulk()``, ``get_list_or_404()``, ``signal.connect()``
+receivers and ``.s()``/``.si()`` signatures are not followed.
 """
 
 from __future__ import annotations
@@ -74,28 +68,25 @@ __all__ = ["Finding", "installed_model_names", "lint_paths", "lint_source"]
 _MANAGERS = frozenset({"objects", "_default_manager", "_base_manager"})
 _GET = frozenset({"get", "create", "first", "last", "earliest", "latest", "get_by_natural_key",
                   "create_user", "create_superuser"})
-_GET_ALL = _GET | {f"a{m}" for m in _GET}
+_GET = _GET | {f"a{m}" for m in _GET}
 _PAIR = frozenset({"get_or_create", "update_or_create", "aget_or_create", "aupdate_or_create"})
 _RELATED_QS = frozenset({"all", "filter", "exclude", "order_by", "select_related",
                          "prefetch_related"})
 _QS = _RELATED_QS | {"distinct", "annotate", "alias", "only", "defer", "using", "reverse", "none",
                      "select_for_update", "union", "intersection", "difference"}
-_VALUES = frozenset({"values", "values_list"})
-_ITER = frozenset({"iterator", "aiterator"})
-_MODEL_SIGNALS = frozenset({"pre_save", "post_save", "pre_delete", "post_delete", "m2m_changed",
-                            "post_init"})
-_VIEW_BASES = ("View", "ViewSet", "Mixin")
+_MODEL_SIGNALS = frozenset({"pre_save", "post_save", "pre_delete", "post_delete", "m2m_changed"})
 _REPORTED = frozenset({"instance", "queryset", "values"})
+_Env = dict[str, "_Obj"]
 
 
 @dataclass(frozen=True, order=True)
 class Finding:
-    """One lint result; ``str()`` is ``path:line:col: CODE message``."""
+    """One lint result; ``str()`` gives ``path:line:col: CODE message``."""
 
     path: str
     line: int
     col: int
-    code: str
+    code: str  # DJT101 an object passed to a task, DJT100 a file that does not parse
     message: str
 
     def __str__(self) -> str:
@@ -107,13 +98,13 @@ class _Obj:
     """What an expression evaluates to, as far as the lint can tell.
 
     kind: "instance", "queryset", "values" (a values()/values_list() QuerySet),
-    or, never reported: "manager", "pair" (get_or_create's tuple), "iter".
+    or, never reported, "manager", "pair" (get_or_create's tuple), "iter".
     """
 
     kind: str
-    model: str | None  # class name, None when unknown (form.save())
-    origin: str = ""  # source text that produced a bound name
-    line: int | None = None  # where a name was bound to it
+    model: str | None  # class name; None when unknown (form.save())
+    origin: str = ""  # what a name was bound from, shown when the model is unknown
+    line: int | None = None  # where a name was bound
     relation: bool = False  # x.rel of an instance: the fix is x.rel_id
 
 
@@ -122,14 +113,10 @@ def _text(node: ast.AST) -> str:
 
 
 def _last_name(node: ast.AST | None) -> str:
-    """``b`` of ``a.b``, ``b(...)``, ``b[...]``; "" for anything else."""
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
+    """``b`` of ``b``, ``a.b``, ``a.b(...)``, ``a.b[...]``; "" for anything else."""
     if isinstance(node, ast.Call | ast.Subscript):
         return _last_name(node.func if isinstance(node, ast.Call) else node.value)
-    return ""
+    return node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
 
 
 def _is_self(node: ast.AST) -> bool:
@@ -144,53 +131,48 @@ def _is_request(node: ast.AST) -> bool:
 
 
 def _is_form(node: ast.AST) -> bool:
-    if not isinstance(node, ast.Name | ast.Attribute):
-        return False
-    words = _last_name(node).lower().split("_")
+    words = _last_name(node).lower().split("_") if isinstance(node, ast.Name | ast.Attribute) else []
     return "form" in words or "serializer" in words
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].upper() in "AEIOU" else "a"
-
-
-def _arg_names(args: ast.arguments) -> list[str]:
+def _arg_names(args: ast.arguments) -> set[str]:
     every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-    return [a.arg for a in every if a is not None]
+    return {a.arg for a in every if a is not None}
+
+
+def _short(node: ast.expr) -> str:
+    """Source text, a call's arguments elided: ``serializer.save(...)``."""
+    if isinstance(node, ast.Call) and (node.args or node.keywords):
+        return f"{_text(node.func)}(...)"
+    return _text(node)
 
 
 def _task_arguments(call: ast.Call) -> list[ast.expr | ast.keyword]:
     """The arguments of a task call that reach the task; [] for other calls."""
-    func, name = call.func, _last_name(call.func)
 
     def arg(index: int, keyword: str) -> list[ast.expr | ast.keyword]:
-        for kw in call.keywords:
-            if kw.arg == keyword:
-                return [kw]
-        return [call.args[index]] if len(call.args) > index else []
+        named = [kw for kw in call.keywords if kw.arg == keyword]
+        return named or ([call.args[index]] if len(call.args) > index else [])
 
-    if name == "delay" and isinstance(func, ast.Attribute):
+    name, is_attribute = _last_name(call.func), isinstance(call.func, ast.Attribute)
+    if name == "delay" and is_attribute:
         return [*call.args, *call.keywords]
-    if name == "apply_async" and isinstance(func, ast.Attribute):
+    if name == "apply_async" and is_attribute:
         return arg(0, "args") + arg(1, "kwargs")
-    if name == "send_task" and isinstance(func, ast.Name | ast.Attribute):
+    if name == "send_task" and isinstance(call.func, ast.Name | ast.Attribute):
         return arg(1, "args") + arg(2, "kwargs")
     return []
 
 
 def _display(call: ast.Call, item: ast.expr | ast.keyword) -> str:
-    """``callee(arg)``: the offending top-level argument, ``...`` for the others
-    (a ``send_task`` keeps its task name)."""
+    """``callee(arg)``: the offending argument, ``...`` for the others, and the
+    task name of a ``send_task``."""
     keep_name = _last_name(call.func) == "send_task" and bool(call.args)
     parts: list[str] = []
     for index, argument in enumerate([*call.args, *call.keywords]):
         if argument is item or (keep_name and index == 0):
             parts.append(_text(argument))
-        elif not parts or parts[-1] != "...":
+        elif parts[-1:] != ["..."]:
             parts.append("...")
     return f"{_text(call.func)}({', '.join(parts)})"
 
@@ -201,77 +183,63 @@ class _Scanner:
     def __init__(self, path: str, model_names: Collection[str]) -> None:
         self.path = path
         self.models = frozenset(model_names)
-        self.relations = {key: m for m in self.models for key in (m.lower(), _snake(m))}
+        snake = (lambda m: re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", m).lower())
+        self.relations = {key: m for m in self.models for key in (m.lower(), snake(m))}
         self.findings: list[Finding] = []
-        self.in_function = False
-        self.in_view = False
+        self.in_function = self.in_view = False
         self.view_model: str | None = None
 
-    # -- statements ---------------------------------------------------------
-
-    def block(self, body: list[ast.stmt], env: dict[str, _Obj]) -> None:
+    def block(self, body: list[ast.stmt], env: _Env) -> None:
         for stmt in body:
             self._stmt(stmt, env)
 
-    def _stmt(self, node: ast.stmt, env: dict[str, _Obj]) -> None:
+    def _stmt(self, node: ast.AST, env: _Env) -> None:
+        line = getattr(node, "lineno", 0)
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             self._function(node, env)
         elif isinstance(node, ast.ClassDef):
             self._class(node, env)
-        elif isinstance(node, ast.Assign):
-            self._expr(node.value, env)
-            for target in node.targets:
-                self._assign(target, node.value, env, node.lineno)
-        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
             if node.value is not None:
                 self._expr(node.value, env)
-            value = node.value if isinstance(node, ast.AnnAssign) else None
-            self._assign(node.target, value, env, node.lineno)
+            value = None if isinstance(node, ast.AugAssign) else node.value
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                self._assign(target, value, env, line)
         elif isinstance(node, ast.For | ast.AsyncFor):
             self._expr(node.iter, env)
-            self._loop(node.target, node.iter, env, node.lineno)
-            self.block(node.body, env)
-            self.block(node.orelse, env)
+            self._loop(node.target, node.iter, env, line)
+            self.block(node.body + node.orelse, env)
         elif isinstance(node, ast.Import | ast.ImportFrom):
             for alias in node.names:
                 env.pop(alias.asname or alias.name.split(".")[0], None)
         elif isinstance(node, ast.Delete):
             for target in node.targets:
-                self._bind(target, None, env, node.lineno)
-        else:  # if/while/with/try/match/return/expression...: children in source order
+                self._bind(target, None, env, line)
+        elif isinstance(node, ast.withitem):
+            self._expr(node.context_expr, env)
+            if node.optional_vars is not None:
+                self._bind(node.optional_vars, None, env, line)
+        elif isinstance(node, ast.ExceptHandler):
+            env.pop(node.name or "", None)
+            self.block(node.body, env)
+        elif isinstance(node, ast.match_case):
+            for capture in ast.walk(node.pattern):
+                env.pop(getattr(capture, "name", None) or getattr(capture, "rest", None) or "", None)
+            self.block(node.body, env)
+        else:  # if, while, with, try, match, return, an expression...: children in order
             for child in ast.iter_child_nodes(node):
-                self._child(child, env, node.lineno)
+                if isinstance(child, ast.expr):
+                    self._expr(child, env)
+                else:
+                    self._stmt(child, env)
 
-    def _child(self, child: ast.AST, env: dict[str, _Obj], line: int) -> None:
-        if isinstance(child, ast.expr):
-            self._expr(child, env)
-        elif isinstance(child, ast.stmt):
-            self._stmt(child, env)
-        elif isinstance(child, ast.withitem):
-            self._expr(child.context_expr, env)
-            if child.optional_vars is not None:
-                self._bind(child.optional_vars, None, env, line)
-        elif isinstance(child, ast.ExceptHandler | ast.match_case):
-            if isinstance(child, ast.ExceptHandler):
-                if child.type is not None:
-                    self._expr(child.type, env)
-                env.pop(child.name or "", None)
-            else:
-                for node in ast.walk(child.pattern):
-                    env.pop(getattr(node, "name", None) or getattr(node, "rest", None) or "", None)
-                if child.guard is not None:
-                    self._expr(child.guard, env)
-            self.block(child.body, env)
-
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, env: dict[str, _Obj]) -> None:
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, env: _Env) -> None:
         for expr in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
             if expr is not None:
                 self._expr(expr, env)
-        inner = dict(env) if self.in_function else {}
-        for name in _arg_names(node.args):
-            inner.pop(name, None)
-        received = self._receiver_instance(node)
-        if received is not None:
+        params = _arg_names(node.args)
+        inner = {k: v for k, v in env.items() if k not in params} if self.in_function else {}
+        if "instance" in params and (received := self._receiver_instance(node)):
             inner["instance"] = received
         saved, self.in_function = self.in_function, True
         self.block(node.body, inner)
@@ -279,46 +247,36 @@ class _Scanner:
         env.pop(node.name, None)
 
     def _receiver_instance(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> _Obj | None:
-        """The ``instance`` parameter of a ``@receiver(<model signal>, sender=M)``."""
-        if "instance" not in _arg_names(node.args):
-            return None
+        """The ``instance`` of a ``@receiver(<model signal>, sender=M)`` function."""
         for dec in node.decorator_list:
-            if not (isinstance(dec, ast.Call) and _last_name(dec.func) == "receiver" and dec.args):
-                continue
-            signal = dec.args[0]
-            signals = signal.elts if isinstance(signal, ast.List | ast.Tuple) else [signal]
-            if not any(_last_name(s) in _MODEL_SIGNALS for s in signals):
-                continue
-            sender = next((kw.value for kw in dec.keywords if kw.arg == "sender"), None)
-            model = None
-            if isinstance(sender, ast.Constant) and isinstance(sender.value, str):
-                model = sender.value.rsplit(".", 1)[-1]  # sender="shop.Order"
-            elif sender is not None:
-                model = self._model_name(sender)
-            return _Obj("instance", model, f"{_last_name(signals[0])} receiver", node.lineno)
+            if isinstance(dec, ast.Call) and _last_name(dec.func) == "receiver" and dec.args:
+                signal = dec.args[0]
+                signals = signal.elts if isinstance(signal, ast.List | ast.Tuple) else [signal]
+                if any(_last_name(s) in _MODEL_SIGNALS for s in signals):
+                    sender = next((kw.value for kw in dec.keywords if kw.arg == "sender"), None)
+                    if isinstance(sender, ast.Constant) and isinstance(sender.value, str):
+                        model: str | None = sender.value.rsplit(".", 1)[-1]  # "shop.Order"
+                    else:
+                        model = self._model_name(sender) if sender is not None else None
+                    return _Obj("instance", model, f"{_last_name(signals[0])} receiver", node.lineno)
         return None
 
-    def _class(self, node: ast.ClassDef, env: dict[str, _Obj]) -> None:
+    def _class(self, node: ast.ClassDef, env: _Env) -> None:
         for expr in [*node.decorator_list, *node.bases, *(kw.value for kw in node.keywords)]:
             self._expr(expr, env)
         saved = (self.in_function, self.in_view, self.view_model)
-        self.in_view = any(_last_name(b).endswith(_VIEW_BASES) for b in node.bases)
-        self.view_model = None
-        for stmt in node.body:  # model = Order / queryset = Order.objects.filter(...)
-            if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name)
-                    and stmt.targets[0].id in ("model", "queryset")):
+        self.in_function, self.view_model = False, None
+        self.in_view = any(_last_name(b).endswith(("View", "ViewSet", "Mixin")) for b in node.bases)
+        for stmt in node.body:  # model = Order, queryset = Order.objects.filter(...)
+            if isinstance(stmt, ast.Assign) and [_text(t) for t in stmt.targets] in (
+                    ["model"], ["queryset"]):
                 self.in_view = True
                 self.view_model = self.view_model or self._model_of(stmt.value, {})
-        self.in_function = False
         self.block(node.body, {})
         self.in_function, self.in_view, self.view_model = saved
         env.pop(node.name, None)
 
-    # -- bindings -----------------------------------------------------------
-
-    def _assign(self, target: ast.expr, value: ast.expr | None, env: dict[str, _Obj],
-                line: int) -> None:
+    def _assign(self, target: ast.expr, value: ast.expr | None, env: _Env, line: int) -> None:
         if (isinstance(target, ast.Tuple | ast.List) and isinstance(value, ast.Tuple | ast.List)
                 and len(target.elts) == len(value.elts)
                 and not any(isinstance(e, ast.Starred) for e in target.elts)):
@@ -327,13 +285,14 @@ class _Scanner:
             for elt, obj in zip(target.elts, objs, strict=True):
                 self._bind(elt, obj, env, line)
         else:
-            self._bind(target, self._bound(value, env) if value is not None else None, env, line)
+            self._bind(target, None if value is None else self._bound(value, env), env, line)
 
-    def _bound(self, value: ast.expr, env: dict[str, _Obj]) -> _Obj | None:
+    def _bound(self, value: ast.expr, env: _Env) -> _Obj | None:
+        """``value`` classified, remembering its text as the origin of a new name."""
         obj = self._classify(value, env)
-        return obj if obj is None or obj.line else replace(obj, origin=_text(value))
+        return obj if obj is None or obj.line else replace(obj, origin=_short(value))
 
-    def _bind(self, target: ast.expr, obj: _Obj | None, env: dict[str, _Obj], line: int) -> None:
+    def _bind(self, target: ast.expr, obj: _Obj | None, env: _Env, line: int) -> None:
         if isinstance(target, ast.Name):
             if obj is None:
                 env.pop(target.id, None)
@@ -347,24 +306,21 @@ class _Scanner:
         elif isinstance(target, ast.Starred):
             self._bind(target.value, None, env, line)
 
-    def _loop(self, target: ast.expr, iterable: ast.expr, env: dict[str, _Obj], line: int) -> None:
+    def _loop(self, target: ast.expr, iterable: ast.expr, env: _Env, line: int) -> None:
         """Bind a loop target: an instance when iterating over a QuerySet."""
-        if (isinstance(iterable, ast.Call) and _last_name(iterable.func) == "enumerate"
-                and isinstance(iterable.func, ast.Name) and iterable.args
+        if (isinstance(iterable, ast.Call) and isinstance(iterable.func, ast.Name)
+                and iterable.func.id == "enumerate" and iterable.args
                 and isinstance(target, ast.Tuple) and len(target.elts) == 2):
             self._bind(target.elts[0], None, env, line)
-            self._loop(target.elts[1], iterable.args[0], env, line)
-            return
+            return self._loop(target.elts[1], iterable.args[0], env, line)
         source = self._classify(iterable, env)
         item = None
         if source is not None and source.kind in ("queryset", "iter"):
             item = _Obj("instance", source.model, f"loop over {_text(iterable)}")
         self._bind(target, item, env, line)
 
-    # -- expressions --------------------------------------------------------
-
-    def _expr(self, node: ast.expr, env: dict[str, _Obj]) -> None:
-        """Check every task call inside ``node``."""
+    def _expr(self, node: ast.expr, env: _Env) -> None:
+        """Report every task call inside ``node``."""
         if isinstance(node, ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp):
             inner = dict(env)
             for gen in node.generators:
@@ -372,102 +328,90 @@ class _Scanner:
                 self._loop(gen.target, gen.iter, inner, gen.target.lineno)
                 for condition in gen.ifs:
                     self._expr(condition, inner)
-            parts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-            for part in parts:
+            for part in [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]:
                 self._expr(part, inner)
             return
         if isinstance(node, ast.Lambda):
             for default in [*node.args.defaults, *node.args.kw_defaults]:
                 if default is not None:
                     self._expr(default, env)
-            inner = {k: v for k, v in env.items() if k not in _arg_names(node.args)}
-            self._expr(node.body, inner)
-            return
+            params = _arg_names(node.args)
+            return self._expr(node.body, {k: v for k, v in env.items() if k not in params})
         if isinstance(node, ast.NamedExpr):
             self._expr(node.value, env)
-            self._bind(node.target, self._bound(node.value, env), env, node.lineno)
-            return
+            return self._bind(node.target, self._bound(node.value, env), env, node.lineno)
         if isinstance(node, ast.Call):
             for item in _task_arguments(node):
                 value = item.value if isinstance(item, ast.keyword) else item
                 for expr, obj in self._offenders(value, env):
                     self.findings.append(self._finding(node, item, expr, obj))
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.expr):
-                self._expr(child, env)
-            elif isinstance(child, ast.keyword):
-                self._expr(child.value, env)
+            if isinstance(child, ast.expr | ast.keyword):
+                self._expr(child.value if isinstance(child, ast.keyword) else child, env)
 
-    def _offenders(self, node: ast.expr, env: dict[str, _Obj]) -> Iterator[tuple[ast.expr, _Obj]]:
-        if isinstance(node, ast.Starred):
-            yield from self._offenders(node.value, env)
-        elif isinstance(node, ast.List | ast.Tuple | ast.Set):
-            for elt in node.elts:
-                yield from self._offenders(elt, env)
-        elif isinstance(node, ast.Dict):
-            for value in node.values:
-                yield from self._offenders(value, env)
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-            for kw in node.keywords:
-                yield from self._offenders(kw.value, env)
+    def _offenders(self, node: ast.expr, env: _Env) -> Iterator[tuple[ast.expr, _Obj]]:
+        """Objects in a task argument, looking inside literal containers."""
+        if isinstance(node, ast.Call) and _text(node.func) == "dict":
+            parts: list[ast.expr] = [kw.value for kw in node.keywords]
+        elif isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.Starred):
+            parts = [node.value] if isinstance(node, ast.Starred) else (
+                node.values if isinstance(node, ast.Dict) else node.elts)
         else:
             obj = self._classify(node, env)
             if obj is not None and obj.kind in _REPORTED:
                 yield node, obj
+            return
+        for part in parts:
+            yield from self._offenders(part, env)
 
     def _finding(self, call: ast.Call, item: ast.expr | ast.keyword, node: ast.expr,
                  obj: _Obj) -> Finding:
-        text = _text(node)
+        text, model = _text(node), obj.model
         noun = "instance" if obj.kind == "instance" else "QuerySet"
-        if obj.model:
-            what = f"{_article(obj.model)} {obj.model} {noun}"
+        if model:
+            what = f"{'an' if model[0] in 'AEIO' else 'a'} {model} {noun}"  # "a User"
         else:
             what = "a model instance" if obj.kind == "instance" else "a QuerySet"
         where = f" from line {obj.line}" if obj.line else ""
-        origin = f" ({obj.origin})" if obj.model is None and obj.origin not in ("", text) else ""
+        origin = f" ({obj.origin})" if model is None and obj.origin not in ("", text) else ""
         if obj.kind == "instance":
             fix = f"{text}_id" if obj.relation else f"{text}.pk"
-        elif obj.kind == "values":
-            fix = f"list({text})"
         else:
-            fix = f"list({text}.values_list('pk', flat=True))"
+            fix = f"list({text})" if obj.kind == "values" else (
+                f"list({text}.values_list('pk', flat=True))")
         message = f"{_display(call, item)}: '{text}' is {what}{where}{origin}; pass {fix}"
         return Finding(self.path, node.lineno, node.col_offset + 1, "DJT101", message)
 
     def _model_name(self, node: ast.expr) -> str | None:
-        """``Order`` for ``Order``/``models.Order``; ``User`` for ``get_user_model()``."""
+        """``Order`` for ``Order``/``models.Order``, ``User`` for ``get_user_model()``."""
         if isinstance(node, ast.Call):
             return "User" if _last_name(node.func) == "get_user_model" else None
-        if not isinstance(node, ast.Name | ast.Attribute):
-            return None
-        name = _last_name(node)
+        name = _last_name(node) if isinstance(node, ast.Name | ast.Attribute) else ""
         return name if name in self.models or name[:1].isupper() else None
 
-    def _model_of(self, node: ast.expr, env: dict[str, _Obj]) -> str | None:
-        """The model of a model class or a QuerySet expression, if known."""
+    def _model_of(self, node: ast.expr, env: _Env) -> str | None:
+        """The model of a model class or of a QuerySet expression, if known."""
         found = self._classify(node, env)
         return self._model_name(node) or (found.model if found is not None else None)
 
-    def _classify(self, node: ast.expr, env: dict[str, _Obj]) -> _Obj | None:
-        """The ORM object ``node`` evaluates to, or None when it is (or may be) harmless."""
+    def _classify(self, node: ast.expr, env: _Env) -> _Obj | None:
+        """The ORM object ``node`` evaluates to; None when it is (or may be) harmless."""
         if isinstance(node, ast.Await):
             return self._classify(node.value, env)
         if isinstance(node, ast.Name):
             return env.get(node.id)
-        if isinstance(node, ast.Subscript):
-            base = self._classify(node.value, env)
-            if base is None or base.kind not in ("queryset", "values"):
-                return None
-            if isinstance(node.slice, ast.Slice):
-                return _Obj(base.kind, base.model)
-            return _Obj("instance", base.model) if base.kind == "queryset" else None
         if isinstance(node, ast.Attribute):
             return self._attribute(node, env)
         if isinstance(node, ast.Call):
             return self._call(node, env)
+        if isinstance(node, ast.Subscript):
+            base = self._classify(node.value, env)
+            if base is not None and isinstance(node.slice, ast.Slice):
+                return _Obj(base.kind, base.model) if base.kind in ("queryset", "values") else None
+            return _Obj("instance", base.model) if base and base.kind == "queryset" else None
         return None
 
-    def _attribute(self, node: ast.Attribute, env: dict[str, _Obj]) -> _Obj | None:
+    def _attribute(self, node: ast.Attribute, env: _Env) -> _Obj | None:
         attr, receiver = node.attr, node.value
         if attr == "user" and _is_request(receiver):
             return _Obj("instance", "User")
@@ -476,15 +420,15 @@ class _Scanner:
         if attr == "instance" and _is_form(receiver):
             return _Obj("instance", None)
         model = self._model_name(receiver)
-        if model and (attr in _MANAGERS or (model in self.models and attr.islower()
-                                            and not attr.startswith("_"))):
+        if model and (attr in _MANAGERS or (
+                model in self.models and attr.islower() and not attr.startswith("_"))):
             return _Obj("manager", model)
         base = self._classify(receiver, env)
         if base is not None and base.kind == "instance" and attr in self.relations:
             return _Obj("instance", self.relations[attr], relation=True)
         return None
 
-    def _call(self, node: ast.Call, env: dict[str, _Obj]) -> _Obj | None:
+    def _call(self, node: ast.Call, env: _Env) -> _Obj | None:
         func = node.func
         if isinstance(func, ast.Name):
             if func.id in ("get_object_or_404", "aget_object_or_404") and node.args:
@@ -495,7 +439,7 @@ class _Scanner:
         method, receiver = func.attr, func.value
         if method == "save" and _is_form(receiver):
             return _Obj("instance", None)
-        if self.in_view and _is_self(receiver) and method in ("get_object", "get_queryset"):
+        if method in ("get_object", "get_queryset") and self.in_view and _is_self(receiver):
             return _Obj("instance" if method == "get_object" else "queryset", self.view_model)
         if method == "auser" and _is_request(receiver):
             return _Obj("instance", "User")
@@ -506,23 +450,17 @@ class _Scanner:
                 if owner is not None and owner.kind == "instance":
                     return _Obj("queryset", None)
             return None
-        values = base.kind == "values"
-        if method in _GET_ALL:
-            return None if values else _Obj("instance", base.model)
-        if method in _PAIR:
-            return None if values else _Obj("pair", base.model)
-        if method in _VALUES or (values and method in _QS):
-            return _Obj("values", base.model)
-        if method in _QS:
-            return _Obj("queryset", base.model)
-        if method in _ITER and not values:
-            return _Obj("iter", base.model)
-        return None
+        if base.kind == "values":  # rows are dicts or tuples, not instances
+            return _Obj("values", base.model) if method in _QS else None
+        kind = ("instance" if method in _GET else "pair" if method in _PAIR
+                else "values" if method in ("values", "values_list")
+                else "queryset" if method in _QS
+                else "iter" if method in ("iterator", "aiterator") else None)
+        return _Obj(kind, base.model) if kind else None
 
 
 def _unparsable(path: str, exc: Exception) -> Finding:
-    line = getattr(exc, "lineno", None) or 1
-    col = getattr(exc, "offset", None) or 1
+    line, col = getattr(exc, "lineno", None) or 1, getattr(exc, "offset", None) or 1
     reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
     return Finding(path, line, col, "DJT100", f"cannot parse: {reason}")
 
@@ -532,8 +470,8 @@ def lint_source(source: str, path: str = "<string>", *,
     """Findings for one module's source, sorted by line and column.
 
     ``model_names`` are model class names (see :func:`installed_model_names`);
-    without them only capitalised ``X.objects`` chains count as models and no
-    relation attribute is reported. Source that does not parse gives a single
+    without them only capitalised ``M.objects`` chains name a model and no
+    relation attribute is reported. Source that does not parse gives one
     DJT100 finding; nothing is raised.
     """
     try:
@@ -545,31 +483,26 @@ def lint_source(source: str, path: str = "<string>", *,
     return sorted(scanner.findings)
 
 
-def _python_files(paths: Iterable[str | Path], exclude: Collection[str]) -> list[Path]:
-    excluded = frozenset(exclude)
-    files: set[Path] = set()
-    for root in map(Path, paths):
-        if root.is_dir():
-            files.update(f for f in root.rglob("*.py")
-                         if f.is_file() and not excluded.intersection(f.relative_to(root).parts))
-        else:
-            files.add(root)
-    return sorted(files)
-
-
 def lint_paths(paths: Iterable[str | Path], *, model_names: Collection[str] = (),
                exclude: Collection[str] = ("migrations", ".venv", "node_modules", ".tox"),
                ) -> list[Finding]:
     """Findings for files and directories (walked for ``*.py``), sorted by path.
 
-    A directory below a walked path whose name is in ``exclude`` is skipped; a
+    Below a walked directory, any directory named in ``exclude`` is skipped; a
     file named explicitly is always read. A file that does not parse or decode
     is a DJT100 finding. Raises ``OSError`` for a path that cannot be read.
     """
+    files: set[Path] = set()
+    for root in map(Path, paths):
+        if root.is_dir():
+            files.update(f for f in root.rglob("*.py")
+                         if f.is_file() and not set(exclude) & set(f.relative_to(root).parts))
+        else:
+            files.add(root)
     findings: list[Finding] = []
-    for file in _python_files(paths, exclude):
+    for file in sorted(files):
         try:
-            with tokenize.open(file) as fh:  # honours a PEP 263 coding cookie
+            with tokenize.open(file) as fh:  # honours a PEP 263 coding line
                 source = fh.read()
         except (SyntaxError, UnicodeDecodeError) as exc:
             findings.append(_unparsable(str(file), exc))
@@ -579,9 +512,9 @@ def lint_paths(paths: Iterable[str | Path], *, model_names: Collection[str] = ()
 
 
 def installed_model_names() -> set[str]:
-    """Class names of every installed model (``django.apps.apps.get_models()``).
+    """Class names of ``django.apps.apps.get_models()``, for ``model_names``.
 
-    Django is imported here, not at module import; raises
+    Django is imported on call, not with this module; raises
     ``AppRegistryNotReady`` before ``django.setup()``.
     """
     from django.apps import apps
