@@ -118,8 +118,8 @@ class Message:
                 return f"field {name!r} is a {type(value).__name__}"
         if not 0 <= self.priority <= 9:
             return f"field 'priority' is {self.priority}, not 0 to 9"
-        if self.retries < 0:
-            return f"field 'retries' is {self.retries}, not >= 0"
+        if not 0 <= self.retries < 2**31:
+            return f"field 'retries' is {self.retries}, not 0 to 2**31 - 1"
         for name in ("eta", "expires", "created"):
             value = getattr(self, name)
             if value is None and name != "created":

@@ -34,7 +34,8 @@ def enqueue(
     message is published when the transaction commits; a rollback removes
     the row and nothing is published. A broker error at commit time is
     logged with the task id and the row stays PENDING. Publishing at once
-    (outside a transaction, or ``on_commit=False``) raises ``BrokerError``.
+    (outside a transaction, or ``on_commit=False``) raises ``BrokerError``
+    and removes the row.
     """
     from .models import TaskResult
 
@@ -57,7 +58,12 @@ def enqueue(
         transaction.on_commit(lambda: _publish_after_commit(message, envelope, body),
                               using=using)
     else:
-        _publish(message, envelope, body)
+        try:
+            _publish(message, envelope, body)
+        except BrokerError:
+            # The caller gets the error; a PENDING row would claim a task exists.
+            TaskResult.objects.using(using).filter(task_id=message.id).delete()
+            raise
     return AsyncResult(message.id, task_name=message.task)
 
 

@@ -102,3 +102,10 @@ def test_using_names_the_database_of_the_on_commit(broker):
         tasks.add.apply_async([1, 2], using="default")
         assert depth(broker) == 0
     assert depth(broker) == 1
+
+
+def test_broker_down_when_publishing_at_once_leaves_no_row(broker, settings):
+    settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": DOWN}
+    with pytest.raises(BrokerError):
+        tasks.add.delay(1, 2)
+    assert TaskResult.objects.count() == 0

@@ -390,3 +390,112 @@ def test_retry_backoff_is_exponential_capped_and_jittered():
     jittered = Task(fn, name="t.jitter", retry_backoff=True, retry_jitter=True)
     assert all(0 <= jittered.backoff_countdown(3) <= 8 for _ in range(50))
     assert Task(fn, name="t.none", default_retry_delay=7).backoff_countdown(4) == 7
+
+
+# -- review fixes ---------------------------------------------------------------------
+
+
+@pytest.mark.subprocess
+def test_shutdown_timeout_also_holds_on_the_solo_pool(worker_process, counter):
+    slow = counter("slow")
+    result = tasks.record_and_sleep.delay(slow, 30)
+    worker = worker_process("--pool", "solo", "--shutdown-timeout", "1")
+    wait_until(lambda: count(slow) == 1, what="the task to start")
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0, worker.output()
+    assert time.monotonic() - started < 8
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.exception_type == "djtasks.exceptions.WorkerLostError"
+    assert "cold shutdown" in row.exception_message
+
+
+@pytest.mark.subprocess
+def test_cold_shutdown_requeues_an_acks_late_task_without_failing_its_row(
+    worker_process, counter, broker
+):
+    slow = counter("slow")
+    result = tasks.record_and_sleep_late.delay(slow, 30)
+    worker = worker_process("--pool", "solo")
+    wait_until(lambda: count(slow) == 1, what="the task to start")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0
+    assert broker.queue_depths(["default"]) == {"default": 1}
+    assert AsyncResult(result.id).status != states.FAILURE
+    # A stop the worker chose is not a death the task caused.
+    assert broker.client.hget(broker.deaths_key, result.id) is None
+
+
+@pytest.mark.subprocess
+def test_terminating_a_finished_task_kills_no_executor(worker_process, counter):
+    from tests.conftest import WorkerProcess  # noqa: F401 - for the type of worker
+
+    done = tasks.add.delay(1, 1)
+    worker = worker_process("-c", "1")
+    wait_until(lambda: status(done) == states.SUCCESS, what="the task to finish")
+    children = _children(worker.pid)
+    done.revoke(terminate=True)
+    time.sleep(1)
+    assert _children(worker.pid) == children
+    assert status(done) == states.SUCCESS
+
+
+@pytest.mark.subprocess
+def test_fetched_messages_of_a_killed_executor_run_on_its_replacement(
+    worker_process, counter
+):
+    slow, quick = counter("slow"), counter("quick")
+    tasks.record_and_sleep.delay(slow, 60)
+    for _ in range(3):
+        tasks.record.delay(quick)
+    worker = worker_process("-c", "1", "--prefetch-multiplier", "10")
+    wait_until(lambda: count(slow) == 1, what="the slow task to start")
+    [child] = _children(worker.pid)
+    os.kill(child, signal.SIGKILL)  # it holds the three fetched messages
+    wait_until(lambda: count(quick) == 3, what="the fetched messages to run")
+    assert count(slow) == 1
+
+
+def _children(pid: int) -> list[int]:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return sorted(int(p) for p in out.split())
+
+
+def test_a_requeued_dead_letter_keeps_its_priority(broker):
+    from djtasks.message import Message
+
+    msg = Message(id="dl-prio", task="tests.app.tasks.add", args=[1, 1], kwargs={},
+                  queue="default", priority=7)
+    broker.publish([(msg, msg.encode())])
+    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
+    broker.dead_letter("probe/0.1", d, "test")
+    broker.requeue_dead_letter("dl-prio")
+    assert broker.client.llen(broker.list_key("default", 7)) == 1
+
+
+def test_lint_command_reports_a_planted_object_with_its_line(tmp_path, capsys):
+    from django.core.management.base import CommandError
+
+    view = tmp_path / "views.py"
+    view.write_text(
+        "from shop.tasks import send_welcome_email\n"
+        "\n"
+        "def signup(request, form):\n"
+        "    user = form.save()\n"
+        "    send_welcome_email.delay(user)\n"
+    )
+    with pytest.raises(CommandError) as excinfo:
+        call_command("djtasks", "lint", str(tmp_path))
+    assert excinfo.value.returncode == 1
+    out = capsys.readouterr().out
+    assert f"{view}:5:" in out and "DJT101 send_welcome_email.delay(user)" in out
+    assert "pass user.pk" in out
+
+
+def test_lint_command_passes_on_the_example_project(capsys):
+    call_command("djtasks", "lint", "example_project")
+    assert "no findings" in capsys.readouterr().out

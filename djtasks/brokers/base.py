@@ -54,7 +54,7 @@ class Reaped:
     finished), ``"requeued"`` (acks_late: it runs again), ``"dropped"``
     (``reject_on_worker_lost=False``, or a hard time limit), ``"dead"``
     (it had killed ``max_deaths`` executors: dead-lettered) or ``""``.
-    ``requeued`` lists every id given back.
+    ``requeued`` lists the other ids given back (not the running one).
     """
 
     consumer: str
@@ -104,7 +104,8 @@ class Broker(ABC):
 
     @abstractmethod
     def ack(self, consumer: str, ids: Iterable[str]) -> None:
-        """Forget fetched messages: they will never be delivered again."""
+        """Forget fetched messages: they will never be delivered again (and
+        forget how many executors they killed)."""
 
     @abstractmethod
     def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
@@ -134,11 +135,14 @@ class Broker(ABC):
         """Keep ``consumers`` alive for ``lease`` more seconds."""
 
     @abstractmethod
-    def release(self, consumer: str, *, drop_running: bool = False) -> Reaped:
+    def release(self, consumer: str, *, drop_running: bool = False,
+                shutdown: bool = False) -> Reaped:
         """Give back every message ``consumer`` holds and forget it.
 
         ``drop_running`` acks the task it was running instead of requeueing
-        it (its executor was killed for a hard time limit).
+        it (its executor was killed for a hard time limit). ``shutdown``
+        requeues an acks_late running task without counting it as a death
+        (the worker stopped it, the task did not kill it).
         """
 
     @abstractmethod

@@ -150,7 +150,10 @@ class RedisBroker(Broker):
     def ack(self, consumer: str, ids: Iterable[str]) -> None:
         ids = list(ids)
         if ids:
-            self._call(self.client.hdel, self.inflight_key(consumer), *ids)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hdel(self.inflight_key(consumer), *ids)
+            pipe.hdel(self.deaths_key, *ids)  # it ended: its death count no longer matters
+            self._call(pipe.execute)
 
     def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
               redeliver: bool = True) -> bool:
@@ -181,8 +184,10 @@ class RedisBroker(Broker):
         if mapping:
             self._call(self.client.zadd, self.consumers_key, mapping)
 
-    def release(self, consumer: str, *, drop_running: bool = False) -> Reaped:
-        reaped = self._run_reap("", "drop" if drop_running else "", [consumer])
+    def release(self, consumer: str, *, drop_running: bool = False,
+                shutdown: bool = False) -> Reaped:
+        mode = "drop" if drop_running else "shutdown" if shutdown else ""
+        reaped = self._run_reap("", mode, [consumer])
         return reaped[0] if reaped else Reaped(consumer, None, "", [])
 
     def reap(self) -> list[Reaped]:
@@ -262,8 +267,8 @@ class RedisBroker(Broker):
             return False
         header, body = value.split(b"\n", 1)
         queue = json.loads(header)["queue"]
-        try:
-            priority = int(json.loads(body).get("priority", 0))
+        try:  # the body is <JSON>:<signature>
+            priority = int(json.loads(body.rpartition(b":")[0] or body).get("priority", 0))
         except (ValueError, AttributeError, TypeError):
             priority = 0
         list_key = self.list_key(queue, priority if 0 <= priority <= 9 else 0)

@@ -1,59 +1,57 @@
 """Call-site lint of the ID-not-object rule (DESIGN.md section 5, point 3).
 
-Source is parsed with :mod:`ast`, never imported. A finding is a ``.delay()``,
+Source is parsed with :mod:`ast`, never imported. DJT101 is a ``.delay()``,
 ``.apply_async()`` or ``send_task()`` call passing a model instance or a
-QuerySet where an id belongs; line and column (1-based) point at the argument::
+QuerySet where an id belongs, at the argument's 1-based line and column::
 
     shop/views.py:20:34: DJT101 send_welcome_email.delay(user): 'user' is a model
         instance from line 19 (form.save()); pass user.pk
 
-``DJT100`` is a file that does not parse. Checked: every ``.delay`` argument;
-``args``/``kwargs`` (or positional 1-2) of ``.apply_async`` and (2-3) of
-``send_task``; inside list/tuple/set/dict literals and ``dict(k=v)``.
+DJT100 is a file that does not parse. Checked: every ``.delay`` argument, the
+``args``/``kwargs`` of ``.apply_async`` (or positional 1-2) and ``send_task``
+(2-3), and Celery's ``delay_on_commit``/``apply_async_on_commit`` likewise,
+inside list/tuple/set/dict literals and ``dict(k=v)``. Names are tracked per
+function, module and class body in source order (nested functions, lambdas
+and comprehensions start from the enclosing names); an assignment, ``:=``,
+``+=`` or ``for`` to anything else clears a name.
 
-Names are tracked in source order per function (module and class bodies are
-scopes too; a nested function or lambda starts from its enclosing function's
-names); a later binding to anything not below clears a name. Objects are:
+Objects, where ``M`` is a capitalised (not ALL-CAPS) name, a name in
+``model_names`` (whose lowercase attributes are managers too),
+``get_user_model()`` or ``settings.AUTH_USER_MODEL``:
 
-- ``M.objects``/``_default_manager``/``_base_manager`` chains (``M`` a
-  capitalised name, a name in ``model_names`` -- whose lowercase attributes
-  are managers too -- or ``get_user_model()``), and chains on a name bound to
-  a QuerySet: ``get/create/first/last/earliest/latest/create_user`` and their
-  ``a``-prefixed forms give an instance, ``get_or_create``/``update_or_create``
-  an ``(instance, created)`` pair, ``all/filter/exclude/order_by/...`` and
-  ``values()``/``values_list()`` a QuerySet (fix: ``list(...)``); ``qs[i]``
-  an instance, ``qs[i:j]`` a QuerySet;
-- ``get_object_or_404(M, ...)``/``aget_object_or_404``;
+- on ``M.objects``/``_default_manager``/``_base_manager`` or a QuerySet:
+  ``get/create/first/last/earliest/latest/create_user`` and ``a*`` forms (an
+  instance), ``get_or_create``/``update_or_create`` (``obj, created = ...``),
+  ``all/filter/exclude/order_by/...`` and ``values/values_list`` (QuerySets),
+  ``qs[i]`` (an instance), ``qs[i:j]``; ``get_object_or_404(M, ...)``;
 - ``request.user``, ``self.request.user``, ``await request.auser()`` (a User);
-- in a view class (a base named ``*View``/``*ViewSet``/``*Mixin`` or a body
-  setting ``model``/``queryset``): ``self.object``, ``self.get_object()``
-  (instances of its model) and ``self.get_queryset()``;
-- ``x.save()``/``x.instance`` where a ``_``-separated word of ``x`` is
-  ``form`` or ``serializer`` (``user_form``; not ``platform``/``formset``);
-- ``instance`` of a ``@receiver(post_save, sender=M)`` (any model signal);
-- the target of a ``for``/``async for``/comprehension over a QuerySet, its
-  ``.iterator()`` or ``enumerate()`` of one;
+- in a view class (a base named ``*View``/``*ViewSet``/``*Mixin``, or a body
+  setting ``model``/``queryset``): ``self.object``, ``self.get_object()``,
+  ``self.get_queryset()``, of that model;
+- ``x.save()``/``x.instance`` where a word of ``x`` is ``form`` or
+  ``serializer`` (``user_form``, ``userForm``; not ``platform``, ``formset``);
+- ``instance`` in a ``@receiver(<model signal>, sender=M)`` function;
+- the target of a loop over a QuerySet, its ``.iterator()`` or ``enumerate()``;
 - relations: ``x.attr`` of an instance where ``attr`` is a ``model_names``
-  class in lower or snake case (``order.customer`` only if ``Customer`` is a
-  model; fix ``order.customer_id``); ``x.attr.all()`` (or ``filter``,
-  ``exclude``, ``order_by``, ``select_related``, ``prefetch_related``) of an
+  class in lower or snake case (``order.customer`` only with a ``Customer``
+  model; fix ``order.customer_id``); ``x.attr.all()``/``.filter()``/... of an
   instance is a related manager's QuerySet.
 
-Never reported: any other attribute (``.pk``, ``.id``, ``.customer_id``),
+Never reported: other attributes (``.pk``, ``.id``, ``.customer_id``),
 subscripts (``form.cleaned_data[...]``, ``request.POST[...]``), other calls
-(``int()``, ``str()``, ``list(...)``, ``.count()``, ``.exists()``), literals.
+(``int()``, ``list(...)``, ``.count()``, ``.exists()``), literals.
 
-Limits, chosen for few false positives over catching everything: no data
-flow across functions, modules or branches (the last binding in source order
-wins); parameters are unknown (a helper's ``user``, an admin action's
-``queryset``); relations guess by name, so a model named like a scalar field
-(a ``Status`` model, an ``order.status`` CharField) is a false positive and
+Limits, few false positives being worth more than catching everything: no
+data flow across functions, modules or branches (the last binding in source
+order wins; ``import``, ``with``/``except ... as`` and ``del`` do not clear);
+parameters are unknown (a helper's ``user``, an admin action's ``queryset``);
+relations are guessed by name, so a model named like a scalar field (a
+``Status`` model, an ``order.status`` CharField) is a false positive and
 ``x.rel_id`` is the wrong fix for a reverse one-to-one; ``form.save()`` is of
 unknown model, ``request.user`` always a User; ``formset.save()``,
 ``bulk_create()``, ``in_bulk()``, ``get_list_or_404()``, ``signal.connect()``
-receivers and ``.s()``/``.si()`` signatures are not followed.
+and ``.s()``/``.si()`` signatures are not followed.
 """
-
 from __future__ import annotations
 
 import ast
@@ -68,13 +66,14 @@ __all__ = ["Finding", "installed_model_names", "lint_paths", "lint_source"]
 _MANAGERS = frozenset({"objects", "_default_manager", "_base_manager"})
 _GET = frozenset({"get", "create", "first", "last", "earliest", "latest", "get_by_natural_key",
                   "create_user", "create_superuser"})
-_GET = _GET | {f"a{m}" for m in _GET}
+_GET = _GET | {f"a{m}" for m in _GET}  # aget, acreate, afirst...
 _PAIR = frozenset({"get_or_create", "update_or_create", "aget_or_create", "aupdate_or_create"})
 _RELATED_QS = frozenset({"all", "filter", "exclude", "order_by", "select_related",
                          "prefetch_related"})
 _QS = _RELATED_QS | {"distinct", "annotate", "alias", "only", "defer", "using", "reverse", "none",
                      "select_for_update", "union", "intersection", "difference"}
-_MODEL_SIGNALS = frozenset({"pre_save", "post_save", "pre_delete", "post_delete", "m2m_changed"})
+_MODEL_SIGNALS = frozenset({"pre_save", "post_save", "pre_delete", "post_delete", "m2m_changed",
+                            "pre_transition", "post_transition"})  # the last two: django-fsm
 _REPORTED = frozenset({"instance", "queryset", "values"})
 _Env = dict[str, "_Obj"]
 
@@ -95,21 +94,13 @@ class Finding:
 
 @dataclass(frozen=True)
 class _Obj:
-    """What an expression evaluates to, as far as the lint can tell.
+    """What an expression evaluates to, as far as the lint can tell."""
 
-    kind: "instance", "queryset", "values" (a values()/values_list() QuerySet),
-    or, never reported, "manager", "pair" (get_or_create's tuple), "iter".
-    """
-
-    kind: str
+    kind: str  # instance, queryset, values (values()/values_list()); manager, pair, iter
     model: str | None  # class name; None when unknown (form.save())
     origin: str = ""  # what a name was bound from, shown when the model is unknown
     line: int | None = None  # where a name was bound
     relation: bool = False  # x.rel of an instance: the fix is x.rel_id
-
-
-def _text(node: ast.AST) -> str:
-    return ast.unparse(node)
 
 
 def _last_name(node: ast.AST | None) -> str:
@@ -131,8 +122,11 @@ def _is_request(node: ast.AST) -> bool:
 
 
 def _is_form(node: ast.AST) -> bool:
-    words = _last_name(node).lower().split("_") if isinstance(node, ast.Name | ast.Attribute) else []
-    return "form" in words or "serializer" in words
+    """A name with a word ``form`` or ``serializer``: ``form``, ``user_form``, ``userForm2``."""
+    if not isinstance(node, ast.Name | ast.Attribute):
+        return False
+    words = re.split(r"_|(?<=[a-z0-9])(?=[A-Z])", _last_name(node).rstrip("0123456789"))
+    return bool({"form", "serializer"} & {word.lower() for word in words})
 
 
 def _arg_names(args: ast.arguments) -> set[str]:
@@ -143,21 +137,21 @@ def _arg_names(args: ast.arguments) -> set[str]:
 def _short(node: ast.expr) -> str:
     """Source text, a call's arguments elided: ``serializer.save(...)``."""
     if isinstance(node, ast.Call) and (node.args or node.keywords):
-        return f"{_text(node.func)}(...)"
-    return _text(node)
+        return f"{ast.unparse(node.func)}(...)"
+    return ast.unparse(node)
 
 
 def _task_arguments(call: ast.Call) -> list[ast.expr | ast.keyword]:
     """The arguments of a task call that reach the task; [] for other calls."""
 
     def arg(index: int, keyword: str) -> list[ast.expr | ast.keyword]:
-        named = [kw for kw in call.keywords if kw.arg == keyword]
+        named: list[ast.expr | ast.keyword] = [kw for kw in call.keywords if kw.arg == keyword]
         return named or ([call.args[index]] if len(call.args) > index else [])
 
     name, is_attribute = _last_name(call.func), isinstance(call.func, ast.Attribute)
-    if name == "delay" and is_attribute:
+    if name in ("delay", "delay_on_commit") and is_attribute:  # the latter: Celery 5.4
         return [*call.args, *call.keywords]
-    if name == "apply_async" and is_attribute:
+    if name in ("apply_async", "apply_async_on_commit") and is_attribute:
         return arg(0, "args") + arg(1, "kwargs")
     if name == "send_task" and isinstance(call.func, ast.Name | ast.Attribute):
         return arg(1, "args") + arg(2, "kwargs")
@@ -171,10 +165,10 @@ def _display(call: ast.Call, item: ast.expr | ast.keyword) -> str:
     parts: list[str] = []
     for index, argument in enumerate([*call.args, *call.keywords]):
         if argument is item or (keep_name and index == 0):
-            parts.append(_text(argument))
+            parts.append(ast.unparse(argument))
         elif parts[-1:] != ["..."]:
             parts.append("...")
-    return f"{_text(call.func)}({', '.join(parts)})"
+    return f"{ast.unparse(call.func)}({', '.join(parts)})"
 
 
 class _Scanner:
@@ -183,8 +177,8 @@ class _Scanner:
     def __init__(self, path: str, model_names: Collection[str]) -> None:
         self.path = path
         self.models = frozenset(model_names)
-        snake = (lambda m: re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", m).lower())
-        self.relations = {key: m for m in self.models for key in (m.lower(), snake(m))}
+        snake = [(m, re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", m).lower()) for m in self.models]
+        self.relations = {key: m for m, s in snake for key in (m.lower(), s)}  # order_line
         self.findings: list[Finding] = []
         self.in_function = self.in_view = False
         self.view_model: str | None = None
@@ -203,29 +197,13 @@ class _Scanner:
             if node.value is not None:
                 self._expr(node.value, env)
             value = None if isinstance(node, ast.AugAssign) else node.value
+            obj = None if value is None else self._bound(value, env)
             for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                self._assign(target, value, env, line)
+                self._bind(target, obj, env, line)
         elif isinstance(node, ast.For | ast.AsyncFor):
             self._expr(node.iter, env)
             self._loop(node.target, node.iter, env, line)
             self.block(node.body + node.orelse, env)
-        elif isinstance(node, ast.Import | ast.ImportFrom):
-            for alias in node.names:
-                env.pop(alias.asname or alias.name.split(".")[0], None)
-        elif isinstance(node, ast.Delete):
-            for target in node.targets:
-                self._bind(target, None, env, line)
-        elif isinstance(node, ast.withitem):
-            self._expr(node.context_expr, env)
-            if node.optional_vars is not None:
-                self._bind(node.optional_vars, None, env, line)
-        elif isinstance(node, ast.ExceptHandler):
-            env.pop(node.name or "", None)
-            self.block(node.body, env)
-        elif isinstance(node, ast.match_case):
-            for capture in ast.walk(node.pattern):
-                env.pop(getattr(capture, "name", None) or getattr(capture, "rest", None) or "", None)
-            self.block(node.body, env)
         else:  # if, while, with, try, match, return, an expression...: children in order
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.expr):
@@ -234,9 +212,6 @@ class _Scanner:
                     self._stmt(child, env)
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, env: _Env) -> None:
-        for expr in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
-            if expr is not None:
-                self._expr(expr, env)
         params = _arg_names(node.args)
         inner = {k: v for k, v in env.items() if k not in params} if self.in_function else {}
         if "instance" in params and (received := self._receiver_instance(node)):
@@ -258,34 +233,22 @@ class _Scanner:
                         model: str | None = sender.value.rsplit(".", 1)[-1]  # "shop.Order"
                     else:
                         model = self._model_name(sender) if sender is not None else None
-                    return _Obj("instance", model, f"{_last_name(signals[0])} receiver", node.lineno)
+                    origin = f"{_last_name(signals[0])} receiver"
+                    return _Obj("instance", model, origin, node.lineno)
         return None
 
     def _class(self, node: ast.ClassDef, env: _Env) -> None:
-        for expr in [*node.decorator_list, *node.bases, *(kw.value for kw in node.keywords)]:
-            self._expr(expr, env)
         saved = (self.in_function, self.in_view, self.view_model)
         self.in_function, self.view_model = False, None
         self.in_view = any(_last_name(b).endswith(("View", "ViewSet", "Mixin")) for b in node.bases)
         for stmt in node.body:  # model = Order, queryset = Order.objects.filter(...)
-            if isinstance(stmt, ast.Assign) and [_text(t) for t in stmt.targets] in (
+            if isinstance(stmt, ast.Assign) and [ast.unparse(t) for t in stmt.targets] in (
                     ["model"], ["queryset"]):
                 self.in_view = True
                 self.view_model = self.view_model or self._model_of(stmt.value, {})
         self.block(node.body, {})
         self.in_function, self.in_view, self.view_model = saved
         env.pop(node.name, None)
-
-    def _assign(self, target: ast.expr, value: ast.expr | None, env: _Env, line: int) -> None:
-        if (isinstance(target, ast.Tuple | ast.List) and isinstance(value, ast.Tuple | ast.List)
-                and len(target.elts) == len(value.elts)
-                and not any(isinstance(e, ast.Starred) for e in target.elts)):
-            # a, b = x, y: the right side is evaluated before any name is bound
-            objs = [self._bound(v, env) for v in value.elts]
-            for elt, obj in zip(target.elts, objs, strict=True):
-                self._bind(elt, obj, env, line)
-        else:
-            self._bind(target, None if value is None else self._bound(value, env), env, line)
 
     def _bound(self, value: ast.expr, env: _Env) -> _Obj | None:
         """``value`` classified, remembering its text as the origin of a new name."""
@@ -316,7 +279,7 @@ class _Scanner:
         source = self._classify(iterable, env)
         item = None
         if source is not None and source.kind in ("queryset", "iter"):
-            item = _Obj("instance", source.model, f"loop over {_text(iterable)}")
+            item = _Obj("instance", source.model, f"loop over {ast.unparse(iterable)}")
         self._bind(target, item, env, line)
 
     def _expr(self, node: ast.expr, env: _Env) -> None:
@@ -332,9 +295,6 @@ class _Scanner:
                 self._expr(part, inner)
             return
         if isinstance(node, ast.Lambda):
-            for default in [*node.args.defaults, *node.args.kw_defaults]:
-                if default is not None:
-                    self._expr(default, env)
             params = _arg_names(node.args)
             return self._expr(node.body, {k: v for k, v in env.items() if k not in params})
         if isinstance(node, ast.NamedExpr):
@@ -351,7 +311,7 @@ class _Scanner:
 
     def _offenders(self, node: ast.expr, env: _Env) -> Iterator[tuple[ast.expr, _Obj]]:
         """Objects in a task argument, looking inside literal containers."""
-        if isinstance(node, ast.Call) and _text(node.func) == "dict":
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "dict":
             parts: list[ast.expr] = [kw.value for kw in node.keywords]
         elif isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict | ast.Starred):
             parts = [node.value] if isinstance(node, ast.Starred) else (
@@ -366,7 +326,7 @@ class _Scanner:
 
     def _finding(self, call: ast.Call, item: ast.expr | ast.keyword, node: ast.expr,
                  obj: _Obj) -> Finding:
-        text, model = _text(node), obj.model
+        text, model = ast.unparse(node), obj.model
         noun = "instance" if obj.kind == "instance" else "QuerySet"
         if model:
             what = f"{'an' if model[0] in 'AEIO' else 'a'} {model} {noun}"  # "a User"
@@ -383,11 +343,14 @@ class _Scanner:
         return Finding(self.path, node.lineno, node.col_offset + 1, "DJT101", message)
 
     def _model_name(self, node: ast.expr) -> str | None:
-        """``Order`` for ``Order``/``models.Order``, ``User`` for ``get_user_model()``."""
+        """``Order`` for ``Order``/``models.Order``; ``User`` for ``get_user_model()``
+        and ``settings.AUTH_USER_MODEL``; None for a CONSTANT or anything else."""
         if isinstance(node, ast.Call):
             return "User" if _last_name(node.func) == "get_user_model" else None
         name = _last_name(node) if isinstance(node, ast.Name | ast.Attribute) else ""
-        return name if name in self.models or name[:1].isupper() else None
+        if name == "AUTH_USER_MODEL":
+            return "User"
+        return name if name in self.models or (name[:1].isupper() and not name.isupper()) else None
 
     def _model_of(self, node: ast.expr, env: _Env) -> str | None:
         """The model of a model class or of a QuerySet expression, if known."""
@@ -471,15 +434,18 @@ def lint_source(source: str, path: str = "<string>", *,
 
     ``model_names`` are model class names (see :func:`installed_model_names`);
     without them only capitalised ``M.objects`` chains name a model and no
-    relation attribute is reported. Source that does not parse gives one
-    DJT100 finding; nothing is raised.
+    relation attribute is reported. Source that does not parse (or nests too
+    deeply to walk) gives one DJT100 finding; nothing is raised.
     """
+    scanner = _Scanner(path, model_names)
     try:
         tree = ast.parse(source, filename=path)
-    except (SyntaxError, ValueError) as exc:  # ValueError: null bytes
+    except (SyntaxError, ValueError, RecursionError) as exc:  # ValueError: null bytes
         return [_unparsable(path, exc)]
-    scanner = _Scanner(path, model_names)
-    scanner.block(tree.body, {})
+    try:
+        scanner.block(tree.body, {})
+    except RecursionError as exc:  # nested deeper than the walk's stack allows
+        return [_unparsable(path, exc)]
     return sorted(scanner.findings)
 
 

@@ -112,6 +112,8 @@ class Executor:
         self._acks: list[str] = []  # acks_late ids with no row to wait for
         self._backlog: list[Delivery] = []  # fetched, not yet handled
         self.tasks_run = 0  # by this executor (the slot counts across replacements)
+        self._current: str | None = None  # id of the task running now
+        self._limit_warned: set[str] = set()
         self._soft_limits = threading.current_thread() is threading.main_thread()
 
     def stop(self) -> None:
@@ -137,10 +139,13 @@ class Executor:
                     backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             self.results.stop()
+            # A task interrupted by a cold shutdown is not given back here: the
+            # supervisor's release() settles it per its acks_late.
+            waiting = [d.id for d in self._backlog if d.id != self._current]
             try:
                 self._flush_acks()
-                if self._backlog:
-                    self.broker.requeue(self.consumer, [d.id for d in self._backlog])
+                if waiting:
+                    self.broker.requeue(self.consumer, waiting)
             except BrokerError as exc:
                 logger.error("could not ack or give back on the way out (the lease "
                              "will run out and they are redelivered): %s", exc)
@@ -228,15 +233,20 @@ class Executor:
         opts = message.options
         soft = opts.get("soft_time_limit") or task.soft_time_limit or self.limits.soft_time_limit
         hard = opts.get("time_limit") or task.time_limit or self.limits.time_limit
+        if (hard or soft) and not self._soft_limits and task.name not in self._limit_warned:
+            self._limit_warned.add(task.name)
+            logger.warning("task %s has a time limit, which the threads pool cannot enforce; "
+                           "use --pool prefork", task.name)
         slot = self.slot
         slot.deadline = time.time() + hard if hard else 0.0
         slot.running = True
+        self._current = message.id
         if soft and self._soft_limits:
             previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
             signal.setitimer(signal.ITIMER_REAL, soft)
         try:
             close_old_connections()
-            return execute(task, message, hostname=self.hostname)
+            outcome = execute(task, message, hostname=self.hostname)
         finally:
             if soft and self._soft_limits:
                 signal.setitimer(signal.ITIMER_REAL, 0)
@@ -246,6 +256,10 @@ class Executor:
             slot.tasks_done += 1
             self.tasks_run += 1
             close_old_connections()
+        # Cleared only when the task ended: interrupted (ColdShutdown), it
+        # stays current, so run() leaves its message to the supervisor.
+        self._current = None
+        return outcome
 
     def _check_recycle(self) -> None:
         limits = self.limits

@@ -111,21 +111,26 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _mark(task_id: str, consumer: str, status: str, exc: BaseException,
-          only_unfinished: bool = True) -> int:
-    """Set a task's row to ``status`` with ``exc``; returns rows changed."""
+def _mark(task_id: str, consumer: str, status: str, exc: BaseException, *,
+          revoked_too: bool = False) -> int:
+    """Set the row of a task ``consumer`` was running to ``status`` with ``exc``.
+
+    Only a PENDING row (its STARTED row was never written) or one STARTED by
+    this consumer changes: RETRY, SUCCESS and FAILURE rows were written after
+    the run ended. ``revoked_too`` also replaces a REVOKED row (``revoke()``
+    marked it before the supervisor terminated it). Returns rows changed.
+    """
     rows = TaskResult.objects.filter(task_id=task_id)
-    if only_unfinished:
-        # PENDING (its STARTED row was never written) or STARTED by this consumer;
-        # RETRY/SUCCESS/FAILURE/REVOKED rows were written after the run ended.
-        rows = rows.filter(status=states.PENDING) | rows.filter(
-            status=states.STARTED, worker=consumer)
+    rows = rows.filter(status=states.PENDING) | rows.filter(
+        status=states.STARTED, worker=consumer)
+    if revoked_too:
+        rows |= TaskResult.objects.filter(task_id=task_id, status=states.REVOKED)
     return rows.update(status=status, exception_type=exception_type(exc),
                        exception_message=str(exc), worker=consumer,
                        finished=timezone.now())
 
 
-def settle_lost(reaped: list[Reaped], broker: Broker) -> None:
+def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None:
     """Mark the task a dead consumer was running as FAILURE (``WorkerLostError``),
     unless its message went back to the queue to run again."""
     done = []
@@ -138,7 +143,7 @@ def settle_lost(reaped: list[Reaped], broker: Broker) -> None:
                          get_settings().MAX_DEATHS)
         if r.running is None or r.fate == "requeued":
             continue
-        exc = WorkerLostError(f"{r.consumer} died while running the task")
+        exc = WorkerLostError(f"{r.consumer} {why} while running the task")
         if _mark(r.running, r.consumer, states.FAILURE, exc):
             logger.error("task %s was lost with consumer %s", r.running, r.consumer)
             done.append(r.running)
@@ -165,6 +170,8 @@ class Supervisor:
         self._spawned: dict[int, float] = {}  # slot -> when last spawned (monotonic)
         self._shared: SharedSlots | None = None
         self.crashed = False
+        self.restart = False
+        self._terminate_warned: set[str] = set()
 
     @property
     def broker(self) -> Broker:
@@ -188,9 +195,27 @@ class Supervisor:
         self.stopping = True
         if self.options.shutdown_timeout is not None:
             self._stop_deadline = time.monotonic() + self.options.shutdown_timeout
+            if self.options.pool == "solo":
+                # The running task holds the main thread: a timer delivers the
+                # second signal, whose handler interrupts it.
+                timer = threading.Timer(self.options.shutdown_timeout, self._timeout_solo)
+                timer.daemon = True
+                timer.start()
         for executor in self._executors:
             executor.stop()
         self._signal_children(signal.SIGTERM)
+
+    def _timeout_solo(self) -> None:
+        if not self.cold:
+            logger.warning("shutdown timeout reached: cold shutdown")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def request_restart(self) -> None:
+        """Stop warmly so the worker can be started again (``--reload``)."""
+        if not self.stopping:
+            self.restart = True
+            logger.warning("code changed: restarting the worker")
+            self._on_signal(signal.SIGTERM, None)
 
     def _go_cold(self) -> None:
         self.stopping = self.cold = True
@@ -243,15 +268,21 @@ class Supervisor:
         }
 
     def _release(self, consumer: str, *, drop_running: bool = False) -> Reaped | None:
-        """A consumer of ours is gone: give its messages back, settle its task."""
+        """A consumer of ours is gone: give its messages back, settle its task.
+
+        While stopping, a running acks_late task goes back without counting
+        as a death (the worker stopped it; the task did not kill it).
+        """
         try:
-            released = self.broker.release(consumer, drop_running=drop_running)
+            released = self.broker.release(consumer, drop_running=drop_running,
+                                           shutdown=self.stopping)
         except Exception as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
             return None
         close_old_connections()
         if not drop_running:
-            settle_lost([released], self.broker)
+            why = "was stopped by a cold shutdown" if self.stopping else "died"
+            settle_lost([released], self.broker, why)
         return released
 
     # -- running -------------------------------------------------------------
@@ -338,11 +369,11 @@ class Supervisor:
             found = self.broker.to_terminate([e.consumer for e in self._executors])
         except Exception:
             return
-        for task_id in found.values():
+        for task_id in set(found.values()) - self._terminate_warned:
+            self._terminate_warned.add(task_id)
             logger.warning("task %s was revoked with terminate=True, but the %s pool "
                            "cannot kill a running task; it runs to its end",
                            task_id, self.options.pool)
-            self.broker.revoke([task_id])  # keep the warning to one
 
     # prefork ----------------------------------------------------------------
 
@@ -443,9 +474,14 @@ class Supervisor:
             status = states.FAILURE
         else:
             exc, status = TaskRevokedError("terminated"), states.REVOKED
-        if _mark(task_id, consumer, status, exc, only_unfinished=False):
+        if _mark(task_id, consumer, status, exc, revoked_too=why == "terminate"):
             self.broker.notify_done([task_id])
         logger.error("task %s: %s", task_id, exc)
+        if why == "terminate":
+            name = TaskResult.objects.filter(task_id=task_id).values_list(
+                "task_name", flat=True).first()
+            signals.task_revoked.send(sender=name, request=None, task_id=task_id,
+                                      terminated=True, signum=signal.SIGKILL, expired=False)
 
     def _kill(self, pid: int, consumer: str, why: str) -> None:
         try:
@@ -473,6 +509,10 @@ class Supervisor:
             found = self.broker.to_terminate(list(consumers))
         except Exception:
             return
+        assert self._shared is not None
         for consumer, task_id in found.items():
+            pid = consumers[consumer]
+            if not self._shared.read(self.children[pid][0])[0]:
+                continue  # the marker names the last task; none runs now
             logger.warning("terminating task %s (revoked with terminate=True)", task_id)
-            self._kill(consumers[consumer], consumer, "terminate")
+            self._kill(pid, consumer, "terminate")

@@ -6,7 +6,8 @@
 -- KEYS[4] = dead-letter hash.
 -- ARGV[1] = key prefix, ARGV[2] = now or "", ARGV[3] = max deaths,
 -- ARGV[4] = "drop" to ack the running task instead of requeueing it (a
--- hard time limit), else "", ARGV[5..] = consumers to release regardless
+-- hard time limit), "shutdown" to requeue it without counting a death (the
+-- worker chose to stop it), else "", ARGV[5..] = consumers to release regardless
 -- of their lease. With ARGV[2] = now, also releases every consumer whose
 -- lease ran out.
 -- The running task, if still in flight (acks_late), is requeued unless its
@@ -52,6 +53,9 @@ for _, consumer in ipairs(consumers) do
       redis.call('HDEL', inflight, running)
       if ARGV[4] == 'drop' or string.find(flags, 'k', 1, true) then
         fate = 'dropped'
+      elseif ARGV[4] == 'shutdown' then
+        requeue(frame)
+        fate = 'requeued'
       else
         local deaths = redis.call('HINCRBY', KEYS[3], running, 1)
         if deaths >= max_deaths then

@@ -13,6 +13,23 @@ from djtasks.brokers import get_broker
 from djtasks.exceptions import BrokerError
 
 
+def run_lint(command: BaseCommand, paths: list[str]) -> int:
+    """Lint ``paths`` (default: the project), print the findings; return how many."""
+    from django.conf import settings
+
+    from djtasks.lint.calls import installed_model_names, lint_paths
+
+    roots = paths or [str(getattr(settings, "BASE_DIR", "."))]
+    findings = lint_paths(roots, model_names=installed_model_names(),
+                          exclude=("migrations", ".venv", "venv", "node_modules", ".tox",
+                                   "site-packages"))
+    for finding in findings:
+        command.stdout.write(str(finding))
+    if not findings:
+        command.stdout.write(command.style.SUCCESS(f"no findings in {', '.join(roots)}"))
+    return len(findings)
+
+
 def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -32,12 +49,23 @@ class Command(BaseCommand):
         requeue.add_argument("--all", action="store_true", help="every dead letter")
         discard = sub.add_parser("discard", help="delete dead letters for good")
         discard.add_argument("ids", nargs="+")
+        lint = sub.add_parser(
+            "lint", help="find .delay()/.apply_async()/send_task() calls that pass an object "
+                         "where an id belongs (exit status 1 on findings)")
+        lint.add_argument("paths", nargs="*",
+                          help="files or folders (default: settings.BASE_DIR, or '.')")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, "do_" + options["action"])(**options)
         except BrokerError as exc:
             raise CommandError(str(exc)) from None
+
+    def do_lint(self, paths: list[str], **options: Any) -> None:
+        count = run_lint(self, paths)
+        if count:
+            raise CommandError(f"{count} call(s) pass an object where an id belongs",
+                               returncode=1)
 
     def do_workers(self, **options: Any) -> None:
         workers = get_broker().workers()

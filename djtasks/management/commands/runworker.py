@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import autoreload
 
 from djtasks.brokers import get_broker
 from djtasks.conf import QUEUE_NAME_RE, get_settings
@@ -102,24 +105,53 @@ class Command(BaseCommand):
         parser.add_argument("--reload", action="store_true",
                             help="restart the worker when Python code changes "
                                  "(Django's autoreloader; for development)")
+        parser.add_argument("--lint", action="store_true",
+                            help="lint the project's .delay()/.apply_async() calls for "
+                                 "objects passed where ids belong, print, and exit")
         parser.add_argument("-n", "--hostname", default=None,
                             help="worker name (default: djtasks@<host>.<pid>)")
         parser.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS,
                             default="INFO", help="djtasks log level (default: INFO)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["reload"]:
-            from django.utils import autoreload
+        if options["lint"]:
+            from djtasks.management.commands.djtasks import run_lint
 
-            autoreload.run_with_reloader(self.inner_run, **options)
-        else:
-            self.inner_run(**options)
+            if run_lint(self, []):
+                raise CommandError("calls pass an object where an id belongs", returncode=1)
+            return
+        if options["reload"] and os.environ.get(autoreload.DJANGO_AUTORELOAD_ENV) != "true":
+            # The parent: start the worker as a child, again whenever it exits with 3.
+            sys.exit(autoreload.restart_with_reloader())
+        self.inner_run(**options)
+
+    def _watch_code(self, supervisor: Supervisor) -> None:
+        """In the reloader's child: watch files in a thread, keep the worker in
+        the main thread (signals, soft time limits), restart warmly on change.
+
+        Django's runserver does the reverse (its server runs in a thread and
+        the watcher exits the process), which would skip the warm shutdown.
+        """
+        def on_change(sender: object, file_path: object, **kwargs: Any) -> bool:
+            supervisor.request_restart()
+            return True  # handled: Django's reloader must not sys.exit() itself
+
+        autoreload.file_changed.connect(on_change, weak=False)
+        reloader = autoreload.get_reloader()
+        watcher = threading.Thread(target=reloader.run, args=(threading.main_thread(),),
+                                   name="djtasks-reloader", daemon=True)
+        watcher.start()
 
     def inner_run(self, **options: Any) -> None:
         self._configure_logging(options["loglevel"])
         self.check(display_num_errors=False)  # raises SystemCheckError on errors
         s = get_settings()
         queues = options["queues"] or [s.DEFAULT_QUEUE]
+        prefork = options["pool"] == "prefork"
+        if not prefork and (options["max_tasks_per_child"] or options["max_memory_per_child"]):
+            self.stderr.write(self.style.WARNING(
+                "--max-tasks-per-child and --max-memory-per-child replace prefork executors; "
+                f"the {options['pool']} pool ignores them"))
         worker = WorkerOptions(
             queues=queues,
             concurrency=1 if options["pool"] == "solo" else options["concurrency"],  # solo: one
@@ -129,8 +161,8 @@ class Command(BaseCommand):
             hostname=options["hostname"] or default_hostname(),
             limits=Limits(
                 time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
-                max_tasks_per_child=options["max_tasks_per_child"],
-                max_memory_per_child=options["max_memory_per_child"],
+                max_tasks_per_child=options["max_tasks_per_child"] if prefork else None,
+                max_memory_per_child=options["max_memory_per_child"] if prefork else None,
             ),
             shutdown_timeout=options["shutdown_timeout"],
         )
@@ -140,19 +172,27 @@ class Command(BaseCommand):
         except BrokerError as exc:
             raise CommandError(f"cannot start: {exc}") from None
         self._banner(worker, broker.describe())
-        code = Supervisor(worker).run()
+        supervisor = Supervisor(worker)
+        if options["reload"]:
+            self._watch_code(supervisor)
+        code = supervisor.run()
         self.stdout.write(f"worker {worker.hostname} stopped")
+        if supervisor.restart:
+            sys.exit(3)  # the reloader parent starts a new worker
         if code:
             raise CommandError(f"worker exited with status {code}", returncode=code)
 
     def _configure_logging(self, level: str) -> None:
+        """``--loglevel`` for djtasks; with no LOGGING of the project's own (no
+        root handler), every logger, tasks' included, prints in TASK_FORMAT."""
         install_task_record_factory()
-        logger = logging.getLogger("djtasks")
-        logger.setLevel(level)
-        if not logger.handlers and not logging.getLogger().handlers:
+        logging.getLogger("djtasks").setLevel(level)
+        root = logging.getLogger()
+        if not root.handlers:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter(TASK_FORMAT))
-            logger.addHandler(handler)
+            root.addHandler(handler)
+            root.setLevel(level)
 
     def _banner(self, worker: WorkerOptions, broker: str) -> None:
         w = self.stdout.write
