@@ -158,3 +158,27 @@ def test_worker_survives_redis_going_away_and_reconnects(
     finally:
         private.kill()
         private.wait()
+
+
+def test_an_eta_far_ahead_waits_in_redis_once_and_outlives_worker_restarts(
+    worker_process, counter, broker
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    key = counter("far-eta")
+    result = tasks.record.apply_async([key], eta=timezone.now() + timedelta(hours=1))
+    first = [worker_process("--pool", "solo"), worker_process("-c", "2")]
+    for w in first:
+        w.wait_for_output("djtasks worker")
+    time.sleep(1.5)
+    for w in first:
+        w.kill_group()  # the eta task is in Redis, not in a worker's memory
+    second = worker_process("--pool", "solo")
+    second.wait_for_output("djtasks worker")
+    time.sleep(1.0)
+    assert count(key) == 0  # not early
+    assert broker.scheduled_count() == 1  # and held once, not copied per worker
+    assert broker.queue_depths(["default"]) == {"default": 0}
+    assert AsyncResult(result.id).status == states.PENDING
