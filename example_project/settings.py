@@ -7,6 +7,8 @@ DJTASKS_DB (``sqlite`` default, or ``postgres``), PGHOST/PGPORT/PGUSER/PGDATABAS
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -83,9 +85,18 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "reports"
 LOGOUT_REDIRECT_URL = "home"
 
-# The welcome mail is written to disk, one file per message.
-EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-EMAIL_FILE_PATH = VAR_DIR / "mail"
+# The welcome mail is written to disk, one file per message. Django 6.1
+# replaces EMAIL_BACKEND with MAILERS (the old settings are deprecated).
+if django.VERSION >= (6, 1):
+    MAILERS = {
+        "default": {
+            "BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+            "OPTIONS": {"file_path": str(VAR_DIR / "mail")},
+        }
+    }
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = "welcome@example.com"
 
 DJTASKS = {

@@ -8,6 +8,8 @@ key prefix through DJTASKS_TEST_DB_NAME and DJTASKS_TEST_KEY_PREFIX.
 import os
 from pathlib import Path
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "djtasks-tests"
 DEBUG = False
@@ -50,7 +52,11 @@ TEMPLATES = [
 ]
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+# Mail goes to mail.outbox; Django 6.1 replaces EMAIL_BACKEND with MAILERS.
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 MEDIA_ROOT = Path(os.environ.get("DJTASKS_TEST_MEDIA", "/tmp/djtasks-test-media"))
 LOGIN_URL = "login"
 
