@@ -78,8 +78,30 @@ def drain_rate(task, n: int, concurrency: int) -> float:
     return (n - 1) / (last - first)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory (KiB) of a process and its children, from /proc."""
+    total = 0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                              text=True).stdout.split()
+    for p in [str(pid), *children]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        total += next(int(line.split()[1]) for line in status.splitlines()
+                      if line.startswith("VmRSS:"))
+    return total
+
+
+_worker_rss: list[int] = []
+
+
 def latency_ms(samples: int) -> tuple[float, float]:
-    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms."""
+    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms.
+
+    Also records the worker's resident memory (supervisor + executor, KiB)
+    after the samples ran, in ``_worker_rss``.
+    """
     worker = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "runworker", "-c", "1", "--loglevel",
          "WARNING"],
@@ -95,6 +117,7 @@ def latency_ms(samples: int) -> tuple[float, float]:
             while client.llen(key) < _ + 1 and time.monotonic() < deadline:
                 time.sleep(0.0002)
             time.sleep(0.002)
+        _worker_rss.append(rss_kib(worker.pid))
     finally:
         worker.terminate()
         worker.wait(30)
@@ -185,6 +208,8 @@ def main() -> None:
     _reset()
     p50, p99 = latency_ms(args.latency_samples)
     results["latency_p50_ms"], results["latency_p99_ms"] = p50, p99
+    if _worker_rss:
+        results["worker_rss_kib_c1"] = float(_worker_rss[-1])
     _reset()
     for key, value in results.items():
         print(f"djtasks {key:34s} {value:10.1f}")
