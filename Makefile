@@ -42,8 +42,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check djtasks example_project tests benchmarks
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 
+## The benchmark; peers too with BENCH_ARGS="--peers /path/to/peers-venv/bin/python".
+BENCH_ARGS ?=
 bench: $(VENV)/.installed services
-	$(VENV)/bin/python benchmarks/run.py
+	$(VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV61) .tox example_project/var
