@@ -5,8 +5,9 @@
 ``None``, ``bool``, ``int``, ``float``, ``str``, ``list``, ``dict`` (any keys
 of the scalar types below, kept with their type), ``datetime`` (naive, or
 aware with its ``ZoneInfo`` zone or fixed offset, and ``fold``), ``date``,
-``time``, ``timedelta``, ``Decimal`` and ``UUID``, and the non-finite floats
-``inf``, ``-inf`` and ``nan`` (tagged: standard JSON has no such numbers).
+``time``, ``timedelta``, ``Decimal`` and ``UUID``, the non-finite floats
+``inf``, ``-inf`` and ``nan`` (tagged: standard JSON has no such numbers),
+and text holding NUL characters (tagged: PostgreSQL's jsonb refuses them).
 
 Lossy by design, as in Celery's JSON serializer: a ``tuple`` arrives as a
 ``list``; subclasses of ``str``/``int``/``float`` (``TextChoices`` members,
@@ -84,7 +85,10 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
     travel (a model instance, a QuerySet, a file, a set, bytes, ...).
     """
     cls = type(value)
-    if cls is str or cls is int or cls is bool or value is None:
+    if cls is str:
+        # PostgreSQL's jsonb cannot hold \u0000: carry such text in pieces.
+        return value if "\x00" not in value else {TAG: "nul", "v": value.split("\x00")}
+    if cls is int or cls is bool or value is None:
         return value
     if cls is float:
         # JSON has no Infinity/NaN (PostgreSQL's jsonb refuses them): tag them.
@@ -92,7 +96,7 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
     if cls is list or cls is tuple:
         return [encode(item, (*path, i)) for i, item in enumerate(value)]
     if cls is dict:
-        if all(type(k) is str for k in value) and TAG not in value:
+        if all(type(k) is str and "\x00" not in k for k in value) and TAG not in value:
             return {k: encode(v, (*path, k)) for k, v in value.items()}
         pairs = []
         for k, v in value.items():
@@ -116,7 +120,7 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
     if isinstance(value, float):
         return encode(float(value), path)
     if isinstance(value, str):
-        return str.__str__(value)  # str(value) of a (str, Enum) member is its name
+        return encode(str.__str__(value), path)  # str() of a (str, Enum) member is its name
     for base in (datetime, date, time, timedelta, Decimal, UUID):
         if isinstance(value, base):
             return _SCALAR_ENCODERS[base](value)
@@ -196,6 +200,7 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "decimal": lambda d: Decimal(d["v"]),
     "uuid": lambda d: UUID(d["v"]),
     "float": lambda d: float(d["v"]),
+    "nul": lambda d: "\x00".join(d["v"]),
     "dict": lambda d: {_hashable(k): v for k, v in d["v"]},
 }
 

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import signal
 import time
 import traceback as tb
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
+from django.dispatch import Signal
+
 from . import codec, signals, states
-from .exceptions import Retry
+from .exceptions import Retry, SoftTimeLimitExceeded
 from .message import Message
 from .task import Request, Task, request_scope
+
+logger = logging.getLogger("djtasks.worker")
 
 
 @dataclass(slots=True)
@@ -46,43 +53,65 @@ def make_request(message: Message, *, hostname: str, eager: bool = False) -> Req
     )
 
 
-def execute(task: Task, message: Message, *, hostname: str, eager: bool = False) -> Outcome:
+def _send(sig: Signal, **kwargs: Any) -> None:
+    """Send a task signal; a receiver that raises is logged, never the task's fault."""
+    for receiver, response in sig.send_robust(**kwargs):
+        if isinstance(response, Exception):
+            logger.error("receiver %r of a djtasks signal raised: %r", receiver, response,
+                         exc_info=response)
+
+
+def execute(task: Task, message: Message, *, hostname: str, eager: bool = False,
+            soft_time_limit: float | None = None) -> Outcome:
     """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
 
     ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``;
-    a return value that cannot be encoded is a FAILURE saying so. Sends the
+    a return value that cannot be encoded is a FAILURE saying so. With
+    ``soft_time_limit`` (seconds; main thread only) ``SoftTimeLimitExceeded``
+    is raised in the task body once it has run that long. Sends the
     ``task_prerun``/``task_postrun``/``task_success``/``task_failure``/
-    ``task_retry`` signals (djtasks.signals).
+    ``task_retry`` signals (djtasks.signals); a receiver that raises is logged.
     """
     request = make_request(message, hostname=hostname, eager=eager)
     with request_scope(request):
-        signals.task_prerun.send(sender=task.name, task_id=message.id, task=task,
-                                 args=message.args, kwargs=message.kwargs)
-        outcome = _run(task, message)
+        _send(signals.task_prerun, sender=task.name, task_id=message.id, task=task,
+              args=message.args, kwargs=message.kwargs)
+        outcome = _run(task, message, soft_time_limit)
         if outcome.status == states.SUCCESS:
-            signals.task_success.send(sender=task.name, result=outcome.value)
+            _send(signals.task_success, sender=task.name, result=outcome.value)
         elif outcome.status == states.FAILURE:
-            signals.task_failure.send(
-                sender=task.name, task_id=message.id, exception=outcome.exception,
-                args=message.args, kwargs=message.kwargs, traceback=outcome.traceback,
-                einfo=outcome.exception,
-            )
+            _send(signals.task_failure, sender=task.name, task_id=message.id,
+                  exception=outcome.exception, args=message.args, kwargs=message.kwargs,
+                  traceback=outcome.traceback, einfo=outcome.exception)
         else:
-            signals.task_retry.send(sender=task.name, request=request,
-                                    reason=outcome.exception, einfo=outcome.exception)
-        signals.task_postrun.send(
-            sender=task.name, task_id=message.id, task=task, args=message.args,
-            kwargs=message.kwargs, retval=outcome.value if outcome.exception is None
-            else outcome.exception, state=outcome.status,
-        )
+            _send(signals.task_retry, sender=task.name, request=request,
+                  reason=outcome.exception, einfo=outcome.exception)
+        _send(signals.task_postrun, sender=task.name, task_id=message.id, task=task,
+              args=message.args, kwargs=message.kwargs,
+              retval=outcome.value if outcome.exception is None else outcome.exception,
+              state=outcome.status)
     return outcome
 
 
-def _run(task: Task, message: Message) -> Outcome:
+def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
+    raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+
+def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> Outcome:
     started = time.time()
     try:
         try:
-            value = task.run(*message.args, **message.kwargs)
+            if soft_time_limit:
+                previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+                signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
+            try:
+                value = task.run(*message.args, **message.kwargs)
+            finally:
+                # Disarmed inside the handlers below: an alarm landing here is
+                # still the task's SoftTimeLimitExceeded, a FAILURE.
+                if soft_time_limit:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.signal(signal.SIGALRM, previous)
         except task.autoretry_for as exc:
             task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
     except Retry as retry:

@@ -54,7 +54,9 @@ class AsyncResult:
     def _fetch(self) -> TaskResult | None:
         from .models import TaskResult
 
-        if self._row is not None and self._row.status in states.READY_STATES:
+        # SUCCESS and FAILURE are final; REVOKED is re-read (a terminate or a
+        # run that had already started may still write the row).
+        if self._row is not None and self._row.status in (states.SUCCESS, states.FAILURE):
             return self._row
         self._row = TaskResult.objects.filter(task_id=self.id).first()
         return self._row
@@ -166,9 +168,10 @@ def revoke(task_id: str | list[str], *, terminate: bool = False) -> None:
     from .models import TaskResult
 
     ids = [task_id] if isinstance(task_id, str) else list(task_id)
-    get_broker().revoke(ids, terminate=terminate)
+    # A running task (not terminated) ends as it ends: only idle ones are REVOKED now.
+    idle = get_broker().revoke(ids, terminate=terminate)
     TaskResult.objects.filter(
-        task_id__in=ids, status__in=[states.PENDING, states.RETRY]
+        task_id__in=idle, status__in=[states.PENDING, states.RETRY]
     ).update(status=states.REVOKED, exception_type="djtasks.exceptions.TaskRevokedError",
              exception_message="revoked", finished=timezone.now())
     get_broker().notify_done(ids)

@@ -537,7 +537,9 @@ class Task:
             priority=req.message.priority, task_id=req.id, retries=req.retries + 1,
         )
         message.expires = req.message.expires
+        message.options = dict(req.message.options)  # per-call time limits hold on retries
         message.parent_id, message.root_id = req.message.parent_id, req.message.root_id
+        self.encode_message(message)  # new args that cannot travel fail the task here
         reason = f"retry in {countdown}s" if countdown is not None else f"retry at {eta}"
         raise Retry(reason, exc=exc, when=message.eta, retry_message=message)
 

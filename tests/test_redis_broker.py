@@ -58,7 +58,7 @@ def test_ack_forgets_and_requeue_gives_back_to_the_front(broker):
 def test_release_gives_back_unacked_and_reports_the_running_task(broker):
     broker.publish([msg(i) for i in range(3)])
     broker.consume("c/0.1", ["default"], 3, 0)
-    broker.start("c/0.1", "m0", ["m0"])  # m0 runs at most once: acked at start
+    assert broker.start("c/0.1", "m0", [], ack_it=True) == 1  # at most once: acked at start
     released = broker.release("c/0.1")
     assert released.running == "m0"
     assert sorted(released.requeued) == ["m1", "m2"]
@@ -170,3 +170,60 @@ def test_cache_url_reuses_the_django_redis_connection(settings, key_prefix):
     assert broker.client is get_redis_connection("redis")
     broker.publish([msg(0)])
     assert ids(broker.consume("c/0.1", ["default"], 1, 0)) == ["m0"]
+
+
+def test_start_refuses_a_message_the_consumer_no_longer_holds(broker):
+    broker.publish([msg(0)])
+    broker.consume("stalled/0.1", ["default"], 1, 0)
+    broker.release("stalled/0.1")  # its lease ran out: another worker took it back
+    assert broker.start("stalled/0.1", "m0", [], ack_it=True) == -1
+    assert broker.queue_depths(["default"]) == {"default": 1}  # still there, once
+
+
+def test_start_refuses_and_acks_a_revoked_message(broker):
+    broker.publish([msg(0)])
+    broker.consume("c/0.1", ["default"], 1, 0)
+    broker.revoke(["m0"])
+    assert broker.start("c/0.1", "m0", [], ack_it=False) == 0
+    assert broker.release("c/0.1").requeued == []
+
+
+def test_a_retry_with_the_same_id_is_not_mistaken_for_the_running_task(broker):
+    m, body = msg(0)
+    broker.publish([(m, body)])
+    broker.consume("c/0.1", ["default"], 1, 0)
+    broker.start("c/0.1", "m0", [], ack_it=False, redeliver=False)  # acks_late, no redelivery
+    broker.ack("c/0.1", ["m0"])  # it ended
+    m.retries = 1
+    broker.publish([(m, m.encode())])  # its retry, same id
+    broker.consume("c/0.1", ["default"], 1, 0)
+    released = broker.release("c/0.1")  # dies before starting the retry
+    assert released.fate == "acked" and released.requeued == ["m0"]
+    assert broker.queue_depths(["default"]) == {"default": 1}
+    assert broker.client.hget(broker.deaths_key, "m0") is None
+
+
+def test_two_frames_with_one_id_never_share_an_in_flight_slot(broker):
+    broker.publish([msg(0), msg(0)])
+    got = broker.consume("c/0.1", ["default"], 2, 0)
+    assert [d.id for d in got] == ["m0"]
+    assert broker.queue_depths(["default"]) == {"default": 1}  # the twin waits its turn
+
+
+def test_a_malformed_frame_is_dead_lettered_without_losing_its_neighbours(broker):
+    list_key = broker.list_key("default", 0)
+    broker.publish([msg(0)])
+    broker.client.rpush(list_key, b"no newline at all", b"\xff\xfe\n" + list_key.encode()
+                        + b"\nbody", b"x\n{other}:q:default:0\nbody")
+    broker.publish([msg(1)])
+    got = broker.consume("c/0.1", ["default"], 10, 0)
+    assert [d.id for d in got] == ["m0", "m1"]
+    reasons = [d.reason for d in broker.dead_letters()]
+    assert len(reasons) == 3 and all("malformed frame" in r for r in reasons)
+
+
+def test_revoke_reports_which_tasks_are_not_running(broker):
+    broker.publish([msg(0), msg(1)])
+    broker.consume("c/0.1", ["default"], 2, 0)
+    broker.start("c/0.1", "m0", [], ack_it=True)
+    assert broker.revoke(["m0", "m1"]) == ["m1"]

@@ -289,3 +289,70 @@ def test_a_cache_url_broker_runs_tasks_end_to_end(settings, burst):
     out = burst()
     assert "cache://redis" in out
     assert result.get(timeout=1) == 10
+
+
+def test_one_unstorable_row_does_not_lose_the_rest_of_its_batch(burst):
+    ok = [tasks.add.delay(i, i) for i in range(5)]
+    odd = tasks.echo.delay("nul \x00 inside")  # jsonb refuses \u0000 unless the codec tags it
+    burst()
+    assert [r.get(timeout=1) for r in ok] == [0, 2, 4, 6, 8]
+    assert odd.get(timeout=1) == {"args": ["nul \x00 inside"], "kwargs": {}}
+
+
+def test_a_raising_signal_receiver_does_not_fail_or_dead_letter_the_task(burst, broker):
+    from djtasks import signals
+
+    def boom(**kwargs):
+        raise RuntimeError("receiver bug")
+
+    signals.task_postrun.connect(boom)
+    try:
+        result = tasks.add.delay(3, 3)
+        burst()
+    finally:
+        signals.task_postrun.disconnect(boom)
+    assert result.get(timeout=1) == 6
+    assert broker.dead_letters() == []
+
+
+def test_retry_with_arguments_that_cannot_travel_fails_the_task(burst, broker):
+    result = tasks.retry_with_bad_args.delay()
+    burst()
+    row = TaskResult.objects.get(task_id=result.id)
+    assert (row.status, row.exception_type) == (states.FAILURE,
+                                                "djtasks.exceptions.TaskArgumentError")
+    assert broker.dead_letters() == []
+
+
+def test_a_retry_keeps_the_per_call_time_limits(burst):
+    result = tasks.retry_once_report_limits.apply_async(soft_time_limit=30, time_limit=40)
+    burst()
+    assert result.get(timeout=1) == {"soft_time_limit": 30, "time_limit": 40}
+
+
+def test_revoking_a_running_task_without_terminate_lets_it_finish(broker):
+    from djtasks import revoke
+
+    result = tasks.add.delay(1, 1)
+    [d] = broker.consume("c/0.1", ["default"], 1, 0)
+    broker.start("c/0.1", d.id, [], ack_it=True)  # it is running there now
+    revoke(result.id)
+    assert result.status == states.PENDING  # not marked REVOKED under a running task
+
+
+def test_a_row_the_database_refuses_becomes_a_failure_and_spares_its_batch(broker):
+    from djtasks.message import Message
+    from djtasks.worker.results import ResultWriter, make_row
+
+    good = Message(id="good-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
+                   queue="default")
+    bad = Message(id="bad-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
+                  queue="default", retries=2**40)  # out of range for the column
+    writer = ResultWriter(broker, "probe/0.1", interval=0.05)
+    writer.add(make_row(good, states.SUCCESS, "probe/0.1", result=2))
+    writer.add(make_row(bad, states.SUCCESS, "probe/0.1", result=2))
+    writer.stop()
+    assert TaskResult.objects.get(task_id="good-1").status == states.SUCCESS
+    refused = TaskResult.objects.get(task_id="bad-1")
+    assert refused.status == states.FAILURE
+    assert "could not be stored" in refused.exception_message

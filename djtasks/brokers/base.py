@@ -109,10 +109,12 @@ class Broker(ABC):
 
     @abstractmethod
     def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
-              redeliver: bool = True) -> bool:
-        """Record that ``consumer`` starts ``task_id`` and ack ``acks`` (which
-        holds ``task_id`` itself unless it is acks_late), in one round trip.
-        Returns False, acking it, if ``task_id`` was revoked meanwhile.
+              ack_it: bool, redeliver: bool = True) -> int:
+        """Record that ``consumer`` starts ``task_id``, ack it too if
+        ``ack_it`` (acks_late=False), and ack the other ``acks``, in one
+        round trip. Returns 1 to run it; 0 if it was revoked meanwhile (it
+        is acked); -1 if ``consumer`` no longer holds it (its lease ran out
+        and the message went back to its queue: another worker runs it).
         ``redeliver=False``: if the consumer dies running it, do not requeue
         it (``reject_on_worker_lost=False``).
         """
@@ -135,12 +137,13 @@ class Broker(ABC):
         """Keep ``consumers`` alive for ``lease`` more seconds."""
 
     @abstractmethod
-    def release(self, consumer: str, *, drop_running: bool = False,
+    def release(self, consumer: str, *, drop_running: str | None = None,
                 shutdown: bool = False) -> Reaped:
         """Give back every message ``consumer`` holds and forget it.
 
-        ``drop_running`` acks the task it was running instead of requeueing
-        it (its executor was killed for a hard time limit). ``shutdown``
+        ``drop_running=id`` acks the task it was running, if that is ``id``,
+        instead of requeueing it (its executor was killed for a hard time
+        limit or a terminate). ``shutdown``
         requeues an acks_late running task without counting it as a death
         (the worker stopped it, the task did not kill it).
         """
@@ -150,9 +153,10 @@ class Broker(ABC):
         """The id ``consumer`` started last, if it is still recorded."""
 
     @abstractmethod
-    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
         """Never deliver these tasks again (remembered a day); with
-        ``terminate``, workers also kill them where they are running."""
+        ``terminate``, workers also kill them where they are running.
+        Returns the ids that no consumer is running now."""
 
     @abstractmethod
     def is_revoked(self, task_id: str) -> bool: ...

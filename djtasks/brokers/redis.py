@@ -81,6 +81,7 @@ class RedisBroker(Broker):
         self._start = client.register_script(_script("start"))
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
+        self._revoke = client.register_script(_script("revoke"))
         self._rotation = 0
 
     # -- keys ----------------------------------------------------------------
@@ -130,7 +131,7 @@ class RedisBroker(Broker):
         keys = [self.inflight_key(consumer), self.scheduled_key, *wake]
         keys += [self.list_key(q, p) for q in ordered for p in PRIORITIES]
         now = time.time()
-        args = [count, now, len(wake), self.revoked_key]
+        args = [count, now, len(wake), self.revoked_key, self.dead_key, self.prefix]
         frames, next_eta, revoked = self._call(self._fetch, keys=keys, args=args)
         if not frames and not revoked and timeout > 0:
             wait = min(timeout, MAX_BLOCK)
@@ -143,9 +144,10 @@ class RedisBroker(Broker):
                 + [self._delivery(f, revoked=True) for f in revoked])
 
     def _delivery(self, frame: bytes, *, revoked: bool = False) -> Delivery:
+        # fetch.lua let through only printable-ASCII ids and our own list keys.
         head, list_key, body = frame.split(b"\n", 2)
-        queue = list_key.decode()[len(self.prefix) + 2:-2]
-        return Delivery(id=head.decode(), queue=queue, body=body, revoked=revoked)
+        queue = list_key.decode("utf-8", "replace")[len(self.prefix) + 2:-2]
+        return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
 
     def ack(self, consumer: str, ids: Iterable[str]) -> None:
         ids = list(ids)
@@ -156,11 +158,10 @@ class RedisBroker(Broker):
             self._call(pipe.execute)
 
     def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
-              redeliver: bool = True) -> bool:
-        marker = task_id if redeliver else f"{task_id}\nk"
+              ack_it: bool, redeliver: bool = True) -> int:
         keys = [self.inflight_key(consumer), self.running_key, self.revoked_key]
-        return bool(self._call(self._start, keys=keys,
-                               args=[consumer, task_id, marker, *acks]))
+        args = [consumer, task_id, "" if redeliver else "k", "1" if ack_it else "", *acks]
+        return int(self._call(self._start, keys=keys, args=args))
 
     def defer(self, consumer: str, task_id: str, eta: float) -> None:
         self._call(self._defer, keys=[self.inflight_key(consumer), self.scheduled_key],
@@ -184,9 +185,9 @@ class RedisBroker(Broker):
         if mapping:
             self._call(self.client.zadd, self.consumers_key, mapping)
 
-    def release(self, consumer: str, *, drop_running: bool = False,
+    def release(self, consumer: str, *, drop_running: str | None = None,
                 shutdown: bool = False) -> Reaped:
-        mode = "drop" if drop_running else "shutdown" if shutdown else ""
+        mode = f"drop:{drop_running}" if drop_running else "shutdown" if shutdown else ""
         reaped = self._run_reap("", mode, [consumer])
         return reaped[0] if reaped else Reaped(consumer, None, "", [])
 
@@ -209,20 +210,21 @@ class RedisBroker(Broker):
             i += 4 + n
         return out
 
-    def running_task(self, consumer: str) -> str | None:
+    def running_task(self, consumer: str) -> str | None:  # the marker's first line
         marker = self._call(self.client.hget, self.running_key, consumer)
         return None if marker is None else marker.decode().split("\n", 1)[0]
 
     # -- revoking ------------------------------------------------------------
 
-    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> None:
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zadd(self.revoked_key, dict.fromkeys(task_ids, now))
+        idle = self._call(self._revoke,
+                          keys=[self.revoked_key, self.terminate_key, self.running_key],
+                          args=[repr(now), "1" if terminate else "", *task_ids])
         if terminate:
-            pipe.zadd(self.terminate_key, dict.fromkeys(task_ids, now))
-            pipe.zremrangebyscore(self.terminate_key, "-inf", now - REVOKE_MEMORY)
-        self._call(pipe.execute)
+            self._call(self.client.zremrangebyscore, self.terminate_key, "-inf",
+                       now - REVOKE_MEMORY)
+        return [i.decode() for i in idle]
 
     def is_revoked(self, task_id: str) -> bool:
         return self._call(self.client.zscore, self.revoked_key, task_id) is not None
@@ -255,9 +257,13 @@ class RedisBroker(Broker):
     # -- dead letters --------------------------------------------------------
 
     def dead_letter(self, consumer: str, delivery: Delivery, reason: str) -> None:
-        header = json.dumps({"queue": delivery.queue, "reason": reason, "time": time.time()})
+        header = json.dumps({"id": delivery.id, "queue": delivery.queue, "reason": reason,
+                             "time": time.time()})
+        key = delivery.id
+        if self._call(self.client.hexists, self.dead_key, key):  # keep both letters
+            key = f"{delivery.id}:{self._call(self.client.incr, self.prefix + 'malformed')}"
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.dead_key, delivery.id, header.encode() + b"\n" + delivery.body)
+        pipe.hset(self.dead_key, key, header.encode() + b"\n" + delivery.body)
         pipe.hdel(self.inflight_key(consumer), delivery.id)
         self._call(pipe.execute)
 
@@ -266,13 +272,16 @@ class RedisBroker(Broker):
         if value is None:
             return False
         header, body = value.split(b"\n", 1)
-        queue = json.loads(header)["queue"]
+        meta = json.loads(header)
+        queue, original_id = meta["queue"], meta.get("id")
+        if original_id is None:  # a malformed frame: nothing to run, only to discard
+            return False
         try:  # the body is <JSON>:<signature>
             priority = int(json.loads(body.rpartition(b":")[0] or body).get("priority", 0))
         except (ValueError, AttributeError, TypeError):
             priority = 0
         list_key = self.list_key(queue, priority if 0 <= priority <= 9 else 0)
-        frame = f"{task_id}\n{list_key}\n".encode() + body
+        frame = f"{original_id}\n{list_key}\n".encode() + body
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(list_key, frame)
         pipe.lpush(self.wake_key(queue), b"1")

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import resource
-import signal
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import FrameType
 
 from django.db import close_old_connections
 
@@ -27,7 +26,6 @@ from ..exceptions import (
     BrokerError,
     MessageError,
     NotRegistered,
-    SoftTimeLimitExceeded,
     TaskRevokedError,
 )
 from ..execute import Outcome, execute, make_request
@@ -77,10 +75,6 @@ def _expired_reason(message: Message) -> str:
     assert message.expires is not None
     when = datetime.fromtimestamp(message.expires, UTC).isoformat()
     return f"expired at {when} before it started"
-
-
-def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
-    raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
 class Executor:
@@ -214,19 +208,42 @@ class Executor:
                 self.broker.defer(self.consumer, message.id, time.time() + wait)
                 return
         store = not task.ignore_result
+        acks, self._acks = self._acks, []
+        try:
+            # At most once unless acks_late: acked here, before it runs.
+            started = self.broker.start(
+                self.consumer, message.id, acks, ack_it=not task.acks_late,
+                redeliver=task.reject_on_worker_lost is not False,
+            )
+        except BrokerError:
+            self._acks = acks + self._acks  # not sent: keep them for the next round trip
+            raise
+        if started == 0:
+            self._revoked(task, message, "revoked", acked=True)
+            return
+        if started < 0:
+            logger.warning("task %s[%s] was given back while waiting here (this executor's "
+                           "lease ran out); it runs elsewhere", message.task, message.id)
+            return
         if store and task.track_started:
             self.results.add(make_row(message, states.STARTED, self.consumer,
                                       started=time.time()))
-        acks = self._acks
-        self._acks = []
-        if not task.acks_late:
-            acks.append(message.id)  # at most once: acked before it runs
-        redeliver = task.reject_on_worker_lost is not False
-        if not self.broker.start(self.consumer, message.id, acks, redeliver=redeliver):
-            self._revoked(task, message, "revoked", acked=True)
-            return
-        outcome = self._execute(task, message)
-        self._record(task, message, outcome, store)
+        try:
+            outcome = self._execute(task, message)
+            self._record(task, message, outcome, store)
+        except (BrokerError, ColdShutdown):
+            raise
+        except Exception as exc:
+            # It ran (or started): never dead-letter it now, say how it ended.
+            logger.exception("task %s[%s] could not be settled", message.task, message.id)
+            now = time.time()
+            if store:
+                self.results.add(make_row(message, states.FAILURE, self.consumer,
+                                          finished=now, exception=exc,
+                                          traceback=traceback.format_exc()),
+                                 late_ack=message.id if task.acks_late else None)
+            elif task.acks_late:
+                self._acks.append(message.id)
         self._check_recycle()
 
     def _execute(self, task: Task, message: Message) -> Outcome:
@@ -241,16 +258,11 @@ class Executor:
         slot.deadline = time.time() + hard if hard else 0.0
         slot.running = True
         self._current = message.id
-        if soft and self._soft_limits:
-            previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
-            signal.setitimer(signal.ITIMER_REAL, soft)
         try:
             close_old_connections()
-            outcome = execute(task, message, hostname=self.hostname)
+            outcome = execute(task, message, hostname=self.hostname,
+                              soft_time_limit=soft if self._soft_limits else None)
         finally:
-            if soft and self._soft_limits:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
             slot.deadline = 0.0
             slot.running = False
             slot.tasks_done += 1
@@ -319,15 +331,21 @@ class Executor:
         assert self.results is not None
         self.results.sync()
         backoff = 0.5
+        body = retry.encode()
         while True:
             try:
                 self._flush_acks()
-                self.broker.publish([(retry, retry.encode())])
+                self.broker.publish([(retry, body)])
                 break
             except BrokerError as exc:
+                if self.stopping:
+                    logger.error("retry %d of %s[%s] is lost: the worker is stopping and "
+                                 "the broker is down (%s)", retry.retries, message.task,
+                                 message.id, exc)
+                    return
                 logger.error("could not publish retry %d of %s[%s], again in %.1fs: %s",
                              retry.retries, message.task, message.id, backoff, exc)
-                time.sleep(backoff)
+                self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         logger.info("task %s[%s] retry %d scheduled", message.task, message.id, retry.retries)
 

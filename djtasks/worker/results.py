@@ -80,6 +80,18 @@ def make_row(
     )
 
 
+def _unstorable(row: TaskResult, error: Exception) -> TaskResult:
+    """``row`` as a FAILURE whose result the database refused, with the reason."""
+    return TaskResult(
+        task_id=row.task_id, task_name=row.task_name, queue=row.queue, priority=0,
+        status=states.FAILURE, args=[], kwargs={}, result=None,
+        exception_type="djtasks.exceptions.TaskError",
+        exception_message=f"the {row.status} row of this task could not be stored: {error}",
+        traceback="", worker=row.worker, retries=0, created=row.created,
+        started=row.started, finished=row.finished,
+    )
+
+
 def upsert(rows: list[TaskResult]) -> None:
     """Write ``rows`` in one INSERT ... ON CONFLICT (task_id) DO UPDATE.
 
@@ -173,23 +185,42 @@ class ResultWriter:
             marker.done.set()
         return not stop
 
+    def _write_one_by_one(
+        self, batch: list[tuple[TaskResult, str | None]]
+    ) -> list[tuple[TaskResult, str | None]]:
+        """After a failed batch: store each row alone, so one bad row cannot
+        lose the others. A row the database refuses becomes a FAILURE saying
+        why. Returns the rows stored (their late acks may go out); a row
+        that cannot be stored at all (the database is down) is not acked, so
+        its acks_late message runs again if this consumer dies."""
+        stored = []
+        for row, ack in batch:
+            try:
+                upsert([row])
+                stored.append((row, ack))
+                continue
+            except DatabaseError as exc:
+                close_old_connections()
+                error = exc
+            logger.error("could not store the result of task %s: %s", row.task_id, error)
+            fallback = _unstorable(row, error)
+            try:
+                upsert([fallback])
+                stored.append((fallback, ack))
+            except DatabaseError:
+                close_old_connections()
+        return stored
+
     def _write(self, batch: list[tuple[TaskResult, str | None]]) -> None:
         if not batch:
             return
         rows = [row for row, _ in batch]
         close_old_connections()
-        for attempt in (1, 2):
-            try:
-                upsert(rows)
-                break
-            except DatabaseError:
-                close_old_connections()
-                if attempt == 2:
-                    # Not acking: the acks_late messages stay in flight and run
-                    # again if this consumer dies (at least once).
-                    logger.exception("could not store results of tasks %s",
-                                     ", ".join(r.task_id for r in rows))
-                    return
+        try:
+            upsert(rows)
+        except DatabaseError:
+            close_old_connections()
+            batch = self._write_one_by_one(batch)
         acks = [ack for _, ack in batch if ack is not None]
         done = [r.task_id for r in rows if r.status in states.READY_STATES]
         try:

@@ -241,16 +241,17 @@ class Supervisor:
         return [c for _, c in self.children.values()] + [e.consumer for e in self._executors]
 
     def _heartbeat(self) -> None:
+        # Nothing here may kill the heartbeat: without it, other workers would
+        # take this live worker's messages.
         try:
             self.broker.heartbeat(self._consumers(), self.lease)
             self.broker.register_worker(self.options.hostname, self._info())
             reaped = self.broker.reap()
-        except Exception as exc:  # a heartbeat failure must not kill the supervisor
+            if reaped:
+                close_old_connections()
+                settle_lost(reaped, self.broker)
+        except Exception as exc:
             logger.error("heartbeat failed: %s", exc)
-            return
-        if reaped:
-            close_old_connections()
-            settle_lost(reaped, self.broker)
 
     def _info(self) -> dict[str, object]:
         if self._shared is not None:
@@ -267,7 +268,7 @@ class Supervisor:
             "lease": self.lease, "tasks_done": done, "tasks_running": running,
         }
 
-    def _release(self, consumer: str, *, drop_running: bool = False) -> Reaped | None:
+    def _release(self, consumer: str, *, drop_running: str | None = None) -> Reaped | None:
         """A consumer of ours is gone: give its messages back, settle its task.
 
         While stopping, a running acks_late task goes back without counting
@@ -279,10 +280,13 @@ class Supervisor:
         except Exception as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
             return None
-        close_old_connections()
-        if not drop_running:
+        if not drop_running or released.running != drop_running:
             why = "was stopped by a cold shutdown" if self.stopping else "died"
-            settle_lost([released], self.broker, why)
+            try:
+                close_old_connections()
+                settle_lost([released], self.broker, why)
+            except Exception as exc:
+                logger.error("could not record the task lost with %s: %s", consumer, exc)
         return released
 
     # -- running -------------------------------------------------------------
@@ -380,7 +384,10 @@ class Supervisor:
     def _spawn(self, slot: int) -> None:
         assert self._shared is not None
         consumer = self._consumer_name(slot)
-        self.broker.heartbeat([consumer], self.lease)
+        try:
+            self.broker.heartbeat([consumer], self.lease)
+        except Exception as exc:  # the next heartbeat registers it
+            logger.error("could not register executor %s yet: %s", consumer, exc)
         connections.close_all()  # a forked child must not share the parent's sockets
         # Signals stay blocked across fork so the child never runs our handler.
         blocked = {signal.SIGTERM, signal.SIGINT}
@@ -464,10 +471,18 @@ class Supervisor:
 
     def _settle_child(self, pid: int, consumer: str, code: int) -> None:
         why, task_id = self._killed.pop(pid, ("", ""))
-        if not why:
+        if not why or not task_id:
             self._release(consumer)
             return
-        self._release(consumer, drop_running=True)
+        released = self._release(consumer, drop_running=task_id)
+        if released is not None and released.running != task_id:
+            return  # that task had ended; _release settled the one that was running
+        try:
+            self._record_kill(why, task_id, consumer)
+        except Exception as exc:
+            logger.error("could not record that task %s was killed: %s", task_id, exc)
+
+    def _record_kill(self, why: str, task_id: str, consumer: str) -> None:
         if why == "time limit":
             exc: BaseException = TimeLimitExceeded(
                 f"ran past its hard time limit; executor {consumer} was killed")
@@ -483,11 +498,14 @@ class Supervisor:
             signals.task_revoked.send(sender=name, request=None, task_id=task_id,
                                       terminated=True, signum=signal.SIGKILL, expired=False)
 
-    def _kill(self, pid: int, consumer: str, why: str) -> None:
-        try:
-            task_id = self.broker.running_task(consumer) or ""
-        except Exception:
-            task_id = ""
+    def _kill(self, pid: int, consumer: str, why: str, task_id: str | None = None) -> None:
+        """SIGKILL an executor for ``why`` ("time limit" or "terminate"); the task
+        it runs is settled as killed only if it is still ``task_id``."""
+        if task_id is None:
+            try:
+                task_id = self.broker.running_task(consumer) or ""
+            except Exception:
+                task_id = ""
         self._killed[pid] = (why, task_id)
         try:
             os.kill(pid, signal.SIGKILL)
@@ -515,4 +533,4 @@ class Supervisor:
             if not self._shared.read(self.children[pid][0])[0]:
                 continue  # the marker names the last task; none runs now
             logger.warning("terminating task %s (revoked with terminate=True)", task_id)
-            self._kill(pid, consumer, "terminate")
+            self._kill(pid, consumer, "terminate", task_id)

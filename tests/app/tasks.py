@@ -164,3 +164,15 @@ def sleep_then_record(counter: str, seconds: float) -> int:
 
 
 from . import reloadme  # noqa: E402,F401 - watched by the --reload test
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0)
+def retry_with_bad_args(self) -> None:
+    raise self.retry(args=[{1, 2}], countdown=0)
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0)
+def retry_once_report_limits(self) -> dict:
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return dict(self.request.message.options)

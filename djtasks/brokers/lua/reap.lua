@@ -1,13 +1,14 @@
 -- Release consumers: every frame they hold goes back to the front of its
 -- list, their running marker is read and cleared, and they are forgotten.
 -- KEYS[1] = consumers zset (member = consumer, score = lease deadline),
--- KEYS[2] = running hash (consumer -> "<id>" or "<id>\n<flags>"),
+-- KEYS[2] = running hash (consumer -> "<id>\n<flags>\n<sha1 of its frame>"),
 -- KEYS[3] = deaths hash (id -> executors it was running in when they died),
 -- KEYS[4] = dead-letter hash.
 -- ARGV[1] = key prefix, ARGV[2] = now or "", ARGV[3] = max deaths,
--- ARGV[4] = "drop" to ack the running task instead of requeueing it (a
--- hard time limit), "shutdown" to requeue it without counting a death (the
--- worker chose to stop it), else "", ARGV[5..] = consumers to release regardless
+-- ARGV[4] = "drop:<id>" to ack the running task instead of requeueing it if
+-- it is <id> (killed for its hard time limit), "shutdown" to requeue it
+-- without counting a death (the worker chose to stop it), else "",
+-- ARGV[5..] = consumers to release regardless
 -- of their lease. With ARGV[2] = now, also releases every consumer whose
 -- lease ran out.
 -- The running task, if still in flight (acks_late), is requeued unless its
@@ -40,18 +41,24 @@ local out = {}
 for _, consumer in ipairs(consumers) do
   local inflight = prefix .. 'inflight:' .. consumer
   local marker = redis.call('HGET', KEYS[2], consumer) or ''
-  local running, flags = marker, ''
+  local running, flags, token = '', '', ''
   local nl = string.find(marker, '\n', 1, true)
   if nl then
     running = string.sub(marker, 1, nl - 1)
-    flags = string.sub(marker, nl + 1)
+    local nl2 = string.find(marker, '\n', nl + 1, true)
+    flags = string.sub(marker, nl + 1, (nl2 or 0) - 1)
+    if nl2 then token = string.sub(marker, nl2 + 1) end
+  else
+    running = marker
   end
   local fate = ''
   if running ~= '' then
     local frame = redis.call('HGET', inflight, running)
-    if frame then
+    -- Only the very frame that started is the running one: a later frame
+    -- with the same id (its retry) is merely fetched, and goes back below.
+    if frame and redis.sha1hex(frame) == token then
       redis.call('HDEL', inflight, running)
-      if ARGV[4] == 'drop' or string.find(flags, 'k', 1, true) then
+      if ARGV[4] == 'drop:' .. running or string.find(flags, 'k', 1, true) then
         fate = 'dropped'
       elseif ARGV[4] == 'shutdown' then
         requeue(frame)
@@ -63,11 +70,16 @@ for _, consumer in ipairs(consumers) do
           local b = string.find(frame, '\n', a + 1, true)
           local list = string.sub(frame, a + 1, b - 1)
           local header = cjson.encode({
+            id = running,
             queue = string.sub(list, #prefix + 3, -3),
             reason = 'its executor died while running it ' .. deaths .. ' times',
             time = tonumber(ARGV[2]) or tonumber(redis.call('TIME')[1]),
           })
-          redis.call('HSET', KEYS[4], running, header .. '\n' .. string.sub(frame, b + 1))
+          local key = running
+          if redis.call('HEXISTS', KEYS[4], key) == 1 then
+            key = running .. ':' .. redis.call('INCR', prefix .. 'malformed')
+          end
+          redis.call('HSET', KEYS[4], key, header .. '\n' .. string.sub(frame, b + 1))
           redis.call('HDEL', KEYS[3], running)
           fate = 'dead'
         else
