@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import random
+import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from .registry import registry
 if TYPE_CHECKING:
     from .result import AsyncResult, EagerResult
 
-_MAX_TASK_ID = 255
+_TASK_ID_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")  # what the broker's frame allows
 
 
 @dataclass
@@ -407,11 +408,10 @@ class Task:
             raise TypeError(f"{self.name}: kwargs must be a dict, not {type(kwargs).__name__}")
         if task_id is None:
             task_id = str(uuid.uuid4())
-        elif not isinstance(task_id, str) or not 0 < len(task_id) <= _MAX_TASK_ID or any(
-            c in task_id for c in "\n\r"
-        ):
+        elif not isinstance(task_id, str) or not _TASK_ID_RE.match(task_id):
             raise TypeError(
-                f"task_id must be a one-line string of 1 to 255 characters: {task_id!r}"
+                "task_id must be 1 to 255 printable ASCII characters without spaces "
+                f"(a UUID, a slug): {task_id!r}"
             )
         _check_queue(queue)
         _check_priority(priority)

@@ -689,3 +689,15 @@ def test_always_eager_with_on_commit_false_runs_at_once_inside_atomic(settings, 
 
 def test_module_tasks_are_registered_by_autodiscovery():
     assert registry.get("tests.app.tasks.add") is tasks.add
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "tab\there", "new\nline", "é-unicode",
+                                 "x" * 256])
+def test_task_id_must_be_printable_ascii_without_spaces(bad):
+    with pytest.raises(TypeError, match="printable ASCII"):
+        add.build_message([1, 2], {}, task_id=bad)
+
+
+def test_a_custom_task_id_travels_and_is_kept(broker):
+    message = add.build_message([1, 2], {}, task_id="report-2026-06:acct/42")
+    assert message.id == "report-2026-06:acct/42"
