@@ -40,6 +40,7 @@ test-django61: $(VENV61)/.installed services
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check djtasks example_project tests benchmarks
+	$(VENV)/bin/mypy djtasks
 	$(VENV)/bin/python manage.py makemigrations --check --dry-run
 
 ## The benchmark; peers too with BENCH_ARGS="--peers /path/to/peers-venv/bin/python".

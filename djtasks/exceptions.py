@@ -8,6 +8,8 @@ where Python's own hierarchy says more: argument errors are ``TypeError``
 
 from __future__ import annotations
 
+import builtins
+
 
 class DjtasksError(Exception):
     """Base class of every djtasks error."""
@@ -41,7 +43,7 @@ class MessageError(DjtasksError):
 
 
 # Named like the builtin it extends, as Celery names its own.
-class TimeoutError(DjtasksError, TimeoutError):
+class TimeoutError(DjtasksError, builtins.TimeoutError):
     """``AsyncResult.get(timeout=...)`` ran out of time (seconds)."""
 
 

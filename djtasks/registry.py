@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from django.utils.module_loading import autodiscover_modules
@@ -49,7 +50,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Task]:
         return iter(sorted(self._tasks.values(), key=lambda t: t.name))
 
     def __len__(self) -> int:

@@ -240,7 +240,7 @@ class Task:
         self._track_started = track_started
         self.expires = expires
         self._signature = inspect.signature(fn)
-        update_wrapper(self, fn)  # type: ignore[arg-type]
+        update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"

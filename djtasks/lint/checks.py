@@ -79,7 +79,7 @@ OBJECT_PARAM_NAMES = frozenset({"user", "instance", "obj", "object", "request", 
                                 "queryset", "qs", "form"})
 
 
-def _object_like_names() -> set[str]:
+def _object_like_names() -> frozenset[str]:
     from django.apps import apps
 
     return OBJECT_PARAM_NAMES | {m.__name__.lower() for m in apps.get_models()}

@@ -91,16 +91,13 @@ class _SharedSlot(SlotState):
         return self._shared.read(self._index)[i]
 
     def _set(self, i: int, value: float) -> None:
-        values = list(self._shared.read(self._index))
+        values: list[float] = list(self._shared.read(self._index))
         values[i] = value
-        self._shared.write(self._index, *values)
+        self._shared.write(self._index, bool(values[0]), values[1], int(values[2]))
 
-    running = property(  # type: ignore[assignment]
-        lambda s: bool(s._get(0)), lambda s, v: s._set(0, v))
-    deadline = property(  # type: ignore[assignment]
-        lambda s: s._get(1), lambda s, v: s._set(1, v))
-    tasks_done = property(  # type: ignore[assignment]
-        lambda s: int(s._get(2)), lambda s, v: s._set(2, v))
+    running = property(lambda s: bool(s._get(0)), lambda s, v: s._set(0, v))
+    deadline = property(lambda s: s._get(1), lambda s, v: s._set(1, v))
+    tasks_done = property(lambda s: int(s._get(2)), lambda s, v: s._set(2, v))
 
 
 def _die_with_parent() -> None:
