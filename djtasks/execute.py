@@ -16,7 +16,8 @@ from django.dispatch import Signal
 from . import codec, signals, states
 from .exceptions import Retry, SoftTimeLimitExceeded
 from .message import Message
-from .task import Request, Task, request_scope
+from .request import Request, request_scope
+from .task import Task
 
 logger = logging.getLogger("djtasks.worker")
 

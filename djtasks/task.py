@@ -11,10 +11,8 @@ import fnmatch
 import inspect
 import random
 import re
-import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any, overload
@@ -23,126 +21,17 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from . import codec
-from .conf import QUEUE_NAME_RE, get_settings
+from .conf import get_settings
 from .exceptions import MaxRetriesExceededError, Retry, TaskArgumentError
 from .message import Message
+from .options import check_limits, check_priority, check_queue, check_seconds, parse_rate
 from .registry import registry
+from .request import Request, current_request, request_scope
 
 if TYPE_CHECKING:
     from .result import AsyncResult, EagerResult
 
 _TASK_ID_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")  # what the broker's frame allows
-
-
-@dataclass
-class Request:
-    """The context of the running task, as ``self.request`` with ``bind=True``.
-
-    Field names follow Celery's ``Task.request``. ``eta`` and ``expires`` are
-    aware datetimes or None; ``called_directly`` is True for a plain call.
-    """
-
-    id: str | None = None
-    task: str = ""
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    queue: str | None = None
-    priority: int = 0
-    eta: datetime | None = None
-    expires: datetime | None = None
-    hostname: str | None = None
-    parent_id: str | None = None
-    root_id: str | None = None
-    is_eager: bool = False
-    called_directly: bool = True
-    message: Message | None = None
-
-
-_current = threading.local()  # the request of the task running in this thread
-
-
-def current_request() -> Request | None:
-    """The request of the task running in this thread, if any."""
-    stack = getattr(_current, "stack", None)
-    return stack[-1] if stack else None
-
-
-class _RequestScope:
-    def __init__(self, request: Request) -> None:
-        self.request = request
-
-    def __enter__(self) -> Request:
-        stack = getattr(_current, "stack", None)
-        if stack is None:
-            stack = _current.stack = []
-        stack.append(self.request)
-        return self.request
-
-    def __exit__(self, *exc: object) -> None:
-        _current.stack.pop()
-
-
-def request_scope(request: Request) -> _RequestScope:
-    """Make ``request`` the current one while the ``with`` block runs."""
-    return _RequestScope(request)
-
-
-def _check_seconds(name: str, value: Any, *, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise TypeError(f"{name} must be a number of seconds >= 0, not {value!r}")
-
-
-def _check_limits(time_limit: Any, soft_time_limit: Any) -> None:
-    for name, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise TypeError(f"{name} must be a number of seconds > 0, not {value!r}")
-
-
-_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_rate(rate: str | float | None) -> float | None:
-    """Tasks per second from a Celery rate limit: ``"10/s"``, ``"100/m"``,
-    ``"1000/h"``, or a number (per second). None means no limit.
-
-    Raises ``TypeError`` for anything else.
-    """
-    if rate is None:
-        return None
-    if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
-        return float(rate)
-    if isinstance(rate, str):
-        count, _, unit = rate.partition("/")
-        try:
-            value = float(count)
-        except ValueError:
-            value = -1.0
-        if value > 0 and (unit or "s") in _RATE_UNITS:
-            return value / _RATE_UNITS[unit or "s"]
-    raise TypeError(
-        f"rate_limit must look like '10/s', '100/m' or '1000/h' (or a number per second), "
-        f"not {rate!r}"
-    )
-
-
-def _check_priority(value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9
-    ):
-        raise TypeError(f"priority must be an int from 0 (lowest) to 9 (highest), not {value!r}")
-
-
-def _check_queue(value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and QUEUE_NAME_RE.match(value)):
-        raise TypeError(
-            f"queue must be a name of letters, digits and _.:- (1 to 200 characters), "
-            f"not {value!r}"
-        )
 
 
 class Task:
@@ -207,20 +96,20 @@ class Task:
         self.name = name or f"{fn.__module__}.{fn.__name__}"
         if not isinstance(self.name, str) or not self.name or "\n" in self.name:
             raise TypeError(f"task name must be a non-empty string, not {self.name!r}")
-        _check_queue(queue)
-        _check_priority(priority)
+        check_queue(queue)
+        check_priority(priority)
         if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
             raise TypeError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
-        _check_seconds("default_retry_delay", default_retry_delay, allow_none=False)
-        _check_seconds("retry_backoff_max", retry_backoff_max, allow_none=False)
+        check_seconds("default_retry_delay", default_retry_delay, allow_none=False)
+        check_seconds("retry_backoff_max", retry_backoff_max, allow_none=False)
         if not isinstance(retry_backoff, bool):
-            _check_seconds("retry_backoff", retry_backoff, allow_none=False)
+            check_seconds("retry_backoff", retry_backoff, allow_none=False)
         autoretry_for = tuple(autoretry_for)
         if not all(isinstance(c, type) and issubclass(c, BaseException) for c in autoretry_for):
             raise TypeError(f"autoretry_for must be exception classes, not {autoretry_for!r}")
         if not isinstance(expires, datetime):
-            _check_seconds("expires", expires)
-        _check_limits(time_limit, soft_time_limit)
+            check_seconds("expires", expires)
+        check_limits(time_limit, soft_time_limit)
         self.rate_limit = rate_limit
         self.rate_per_second = parse_rate(rate_limit)
         self.bind = bind
@@ -321,7 +210,7 @@ class Task:
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id,
         )
-        _check_limits(time_limit, soft_time_limit)
+        check_limits(time_limit, soft_time_limit)
         if django_settings.DEBUG:
             from .lint.runtime import warn_if_serialized
 
@@ -413,14 +302,14 @@ class Task:
                 "task_id must be 1 to 255 printable ASCII characters without spaces "
                 f"(a UUID, a slug): {task_id!r}"
             )
-        _check_queue(queue)
-        _check_priority(priority)
+        check_queue(queue)
+        check_priority(priority)
         now = timezone.now().timestamp()
         if countdown is not None and eta is not None:
             raise TypeError("pass countdown or eta, not both")
         eta_ts: float | None = None
         if countdown is not None:
-            _check_seconds("countdown", countdown)
+            check_seconds("countdown", countdown)
             eta_ts = now + countdown
         elif eta is not None:
             eta_ts = _timestamp("eta", eta)
@@ -430,7 +319,7 @@ class Task:
         if isinstance(expires, datetime):
             expires_ts = _timestamp("expires", expires)
         elif expires is not None:
-            _check_seconds("expires", expires)
+            check_seconds("expires", expires)
             expires_ts = now + expires
         route = self._route(s)
         parent = current_request()

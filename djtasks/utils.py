@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .task import current_request
+from .request import current_request
 
 TASK_FORMAT = (
     "[%(asctime)s %(levelname)s %(processName)s/%(process)d] "

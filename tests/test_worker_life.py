@@ -142,7 +142,7 @@ def test_rate_limit_holds_across_two_workers(worker_process, redis_client, key_p
 
 
 def test_rate_limit_string_forms():
-    from djtasks.task import parse_rate
+    from djtasks.options import parse_rate
 
     assert parse_rate("10/s") == 10
     assert parse_rate("120/m") == 2

@@ -109,7 +109,7 @@ def check_parameter_names(app_configs: Any = None, **kwargs: Any) -> list[checks
 @checks.register("djtasks")
 def check_options(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """E004: option values out of range; W002: a soft limit not below the hard one."""
-    from ..task import parse_rate
+    from ..options import parse_rate
 
     errors: list[checks.CheckMessage] = []
     for task in registry:

@@ -33,6 +33,7 @@ from ..message import Message
 from ..registry import registry
 from ..task import Task
 from .results import ResultWriter, make_row
+from .slots import SlotState
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -56,19 +57,6 @@ class Limits:
     soft_time_limit: float | None = None  # seconds
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # KiB of resident memory
-
-
-class SlotState:
-    """What the supervisor sees of one executor: whether a task runs, its
-    hard time-limit deadline (a timestamp, 0 for none) and tasks done.
-
-    The prefork pool backs this with shared memory (supervisor.SharedSlots).
-    """
-
-    def __init__(self) -> None:
-        self.running = False
-        self.deadline = 0.0
-        self.tasks_done = 0
 
 
 def _expired_reason(message: Message) -> str:

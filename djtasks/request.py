@@ -1,0 +1,65 @@
+"""The request context: what ``self.request`` shows in a running task."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Message
+
+
+@dataclass
+class Request:
+    """The context of the running task, as ``self.request`` with ``bind=True``.
+
+    Field names follow Celery's ``Task.request``. ``eta`` and ``expires`` are
+    aware datetimes or None; ``called_directly`` is True for a plain call.
+    """
+
+    id: str | None = None
+    task: str = ""
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    queue: str | None = None
+    priority: int = 0
+    eta: datetime | None = None
+    expires: datetime | None = None
+    hostname: str | None = None
+    parent_id: str | None = None
+    root_id: str | None = None
+    is_eager: bool = False
+    called_directly: bool = True
+    message: Message | None = None
+
+
+_current = threading.local()  # the request of the task running in this thread
+
+
+def current_request() -> Request | None:
+    """The request of the task running in this thread, if any."""
+    stack = getattr(_current, "stack", None)
+    return stack[-1] if stack else None
+
+
+class _RequestScope:
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def __enter__(self) -> Request:
+        stack = getattr(_current, "stack", None)
+        if stack is None:
+            stack = _current.stack = []
+        stack.append(self.request)
+        return self.request
+
+    def __exit__(self, *exc: object) -> None:
+        _current.stack.pop()
+
+
+def request_scope(request: Request) -> _RequestScope:
+    """Make ``request`` the current one while the ``with`` block runs."""
+    return _RequestScope(request)
