@@ -109,3 +109,26 @@ def test_dead_letters_can_be_discarded_from_the_admin(admin_client_, broker):
     admin_client_.post(reverse("admin:djtasks_deadletter_changelist"),
                        {"action": "discard", "ids": ["dl-gone"]})
     assert broker.dead_letters() == []
+
+
+def test_cleanup_deletes_only_results_finished_before_result_expires(settings, capsys):
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    now = timezone.now()
+    TaskResult.objects.create(task_id="old", task_name="t", status=states.SUCCESS,
+                              finished=now - timedelta(days=8))
+    TaskResult.objects.create(task_id="recent", task_name="t", status=states.FAILURE,
+                              finished=now - timedelta(days=1))
+    TaskResult.objects.create(task_id="old-pending", task_name="t", status=states.PENDING,
+                              created=now - timedelta(days=30))
+    call_command("djtasks", "cleanup", "--dry-run")
+    assert "1 result(s)" in capsys.readouterr().out
+    call_command("djtasks", "cleanup")
+    assert sorted(TaskResult.objects.values_list("task_id", flat=True)) == [
+        "old-pending", "recent"]
+    settings.DJTASKS = {**settings.DJTASKS, "RESULT_EXPIRES": None}
+    call_command("djtasks", "cleanup")
+    assert "kept forever" in capsys.readouterr().out

@@ -49,6 +49,10 @@ class Command(BaseCommand):
         requeue.add_argument("--all", action="store_true", help="every dead letter")
         discard = sub.add_parser("discard", help="delete dead letters for good")
         discard.add_argument("ids", nargs="+")
+        cleanup = sub.add_parser(
+            "cleanup", help="delete finished results older than DJTASKS['RESULT_EXPIRES'] "
+                            "(run it from cron, as Celery beat runs backend_cleanup)")
+        cleanup.add_argument("--dry-run", action="store_true", help="count, delete nothing")
         lint = sub.add_parser(
             "lint", help="find .delay()/.apply_async()/send_task() calls that pass an object "
                          "where an id belongs (exit status 1 on findings)")
@@ -60,6 +64,21 @@ class Command(BaseCommand):
             getattr(self, "do_" + options["action"])(**options)
         except BrokerError as exc:
             raise CommandError(str(exc)) from None
+
+    def do_cleanup(self, dry_run: bool = False, **options: Any) -> None:
+        from djtasks.conf import get_settings
+        from djtasks.models import TaskResult
+
+        expires = get_settings().RESULT_EXPIRES
+        if expires is None:
+            self.stdout.write("DJTASKS['RESULT_EXPIRES'] is None: results are kept forever")
+            return
+        expired = TaskResult.objects.expired(expires)
+        if dry_run:
+            self.stdout.write(f"{expired.count()} result(s) finished more than {expires} ago")
+            return
+        deleted, _ = expired.delete()
+        self.stdout.write(f"deleted {deleted} result(s) finished more than {expires} ago")
 
     def do_lint(self, paths: list[str], **options: Any) -> None:
         count = run_lint(self, paths)
