@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
-from . import codec, states
+from . import states
 
 
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
@@ -25,8 +24,8 @@ class TaskResult(models.Model):
 
     The caller writes the PENDING row at enqueue, in its own transaction; the
     worker moves it on (STARTED, RETRY, SUCCESS, FAILURE, REVOKED). ``args``,
-    ``kwargs`` and ``result`` hold codec-encoded JSON; ``AsyncResult`` and
-    the ``*_value`` properties decode them.
+    ``kwargs`` and ``result`` hold codec-encoded JSON; ``AsyncResult`` decodes
+    them.
     """
 
     task_id = models.CharField(max_length=255, unique=True)
@@ -69,18 +68,6 @@ class TaskResult(models.Model):
         if self.started and self.finished:
             return self.finished - self.started
         return None
-
-    @property
-    def result_value(self) -> Any:
-        return codec.decode(self.result)
-
-    @property
-    def args_value(self) -> Any:
-        return codec.decode(self.args)
-
-    @property
-    def kwargs_value(self) -> Any:
-        return codec.decode(self.kwargs)
 
 
 class DeadLetter(models.Model):

@@ -102,7 +102,11 @@ class AsyncResult:
         return self.status == states.FAILURE
 
     def revoke(self, terminate: bool = False, signal: str = "SIGKILL") -> None:
-        """Stop the task from running; see ``djtasks.revoke``."""
+        """Stop the task from running; see ``djtasks.revoke``.
+
+        ``signal`` is accepted for Celery compatibility and not used: a
+        terminated task's executor always gets SIGKILL.
+        """
         revoke(self.id, terminate=terminate)
 
     def forget(self) -> None:

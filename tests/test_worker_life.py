@@ -294,17 +294,14 @@ def test_second_signal_is_a_cold_shutdown_that_gives_messages_back(
 
 @pytest.mark.subprocess
 def test_workers_command_lists_a_running_worker(worker_process):
-    from io import StringIO
-
     worker = worker_process("-c", "1", "-Q", "default,other", "-n", "probe@test")
     worker.wait_for_output("djtasks worker")
-    out = StringIO()
-    wait_until(lambda: "probe@test" in _workers(out), timeout=10)
-    text = _workers(out)
+    wait_until(lambda: "probe@test" in _workers(), timeout=10)
+    text = _workers()
     assert "alive" in text and "queues default,other" in text
 
 
-def _workers(out) -> str:
+def _workers() -> str:
     from io import StringIO
 
     buf = StringIO()
@@ -430,8 +427,6 @@ def test_cold_shutdown_requeues_an_acks_late_task_without_failing_its_row(
 
 @pytest.mark.subprocess
 def test_terminating_a_finished_task_kills_no_executor(worker_process, counter):
-    from tests.conftest import WorkerProcess  # noqa: F401 - for the type of worker
-
     done = tasks.add.delay(1, 1)
     worker = worker_process("-c", "1")
     wait_until(lambda: status(done) == states.SUCCESS, what="the task to finish")

@@ -80,7 +80,7 @@ class DoneListener(ABC):
 
 
 class Broker(ABC):
-    """The contract each broker module fulfils; tests/test_broker_contract.py checks it."""
+    """The contract each broker module fulfils; tests/test_redis_broker.py checks it."""
 
     url: str
 
@@ -157,9 +157,6 @@ class Broker(ABC):
         """Never deliver these tasks again (remembered a day); with
         ``terminate``, workers also kill them where they are running.
         Returns the ids that no consumer is running now."""
-
-    @abstractmethod
-    def is_revoked(self, task_id: str) -> bool: ...
 
     @abstractmethod
     def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:

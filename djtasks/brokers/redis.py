@@ -15,6 +15,7 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:deaths``                hash id -> executors that died running it
 - ``{p}:workers``               hash worker name -> JSON info (heartbeat)
 - ``{p}:rate:<task name>``      hash: the task's rate-limit token bucket
+- ``{p}:malformed``             counter naming dead letters that need a unique key
 - ``{p}:done:<task id>``        pub/sub channel: the task has a new state
 
 A frame is ``<id>\\n<list key>\\n<body>``: the id and destination are readable
@@ -225,9 +226,6 @@ class RedisBroker(Broker):
             self._call(self.client.zremrangebyscore, self.terminate_key, "-inf",
                        now - REVOKE_MEMORY)
         return [i.decode() for i in idle]
-
-    def is_revoked(self, task_id: str) -> bool:
-        return self._call(self.client.zscore, self.revoked_key, task_id) is not None
 
     def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:
         if not consumers:
