@@ -7,7 +7,6 @@ import signal
 import time
 import traceback as tb
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.dispatch import Signal
 
 from . import codec, signals, states
 from .exceptions import Retry, SoftTimeLimitExceeded
-from .message import Message
+from .message import Message, utc_datetime
 from .request import Request, request_scope
 from .task import Task
 
@@ -40,15 +39,11 @@ class Outcome:
     retry: Message | None = None
 
 
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
 def make_request(message: Message, *, hostname: str, eager: bool = False) -> Request:
     return Request(
         id=message.id, task=message.task, args=message.args, kwargs=message.kwargs,
         retries=message.retries, queue=message.queue, priority=message.priority,
-        eta=_dt(message.eta), expires=_dt(message.expires), hostname=hostname,
+        eta=utc_datetime(message.eta), expires=utc_datetime(message.expires), hostname=hostname,
         parent_id=message.parent_id, root_id=message.root_id, is_eager=eager,
         called_directly=False, message=message,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
@@ -13,6 +14,11 @@ from .signing import get_signer
 
 PROTOCOL_VERSION = 1
 _MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: datetime cannot go further
+
+def utc_datetime(ts: float | None) -> datetime | None:
+    """A message's timestamp (seconds) as an aware UTC datetime, or None."""
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
 
 # Per-call options a message may carry; each overrides the task's own.
 MESSAGE_OPTIONS = frozenset({"time_limit", "soft_time_limit"})
@@ -25,6 +31,8 @@ class Message:
     Times (``eta``, ``expires``, ``created``) are Unix timestamps in seconds.
     ``args``/``kwargs`` hold Python values; ``encode()`` runs them through the
     codec, so an unencodable argument raises ``codec.UnencodableValue``.
+    ``encoded_arguments()`` keeps their encoded form: a decoded message has it
+    from the wire, so the worker writes result rows without encoding again.
     """
 
     id: str
@@ -40,6 +48,15 @@ class Message:
     root_id: str | None = None
     created: float = field(default_factory=time.time)
     options: dict[str, Any] = field(default_factory=dict)
+    encoded_args: Any = field(default=None, repr=False, compare=False)
+    encoded_kwargs: Any = field(default=None, repr=False, compare=False)
+
+    def encoded_arguments(self) -> tuple[Any, Any]:
+        """``args`` and ``kwargs`` as codec-encoded JSON data, encoded once."""
+        if self.encoded_args is None:
+            self.encoded_args = codec.encode(self.args, ("args",))
+            self.encoded_kwargs = codec.encode(self.kwargs, ("kwargs",))
+        return self.encoded_args, self.encoded_kwargs
 
     def encode(self) -> bytes:
         """The signed envelope: UTF-8 JSON and its signature (docs/protocol.md)."""
@@ -47,12 +64,13 @@ class Message:
 
     def envelope(self) -> dict[str, Any]:
         """The envelope as JSON-ready data, arguments run through the codec."""
+        args, kwargs = self.encoded_arguments()
         return {
             "v": PROTOCOL_VERSION,
             "id": self.id,
             "task": self.task,
-            "args": codec.encode(self.args, ("args",)),
-            "kwargs": codec.encode(self.kwargs, ("kwargs",)),
+            "args": args,
+            "kwargs": kwargs,
             "queue": self.queue,
             "priority": self.priority,
             "eta": self.eta,
@@ -73,8 +91,8 @@ class Message:
             body = body.encode()
         payload = get_signer().unsign(body)
         try:
-            data = json.loads(payload, object_hook=codec.decode_hook)
-        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            data = json.loads(payload)
+        except (ValueError, RecursionError) as exc:
             raise MessageError(f"the body is not a djtasks JSON envelope: {exc}") from None
         if not isinstance(data, dict):
             raise MessageError(f"the envelope is a {type(data).__name__}, not a JSON object")
@@ -85,11 +103,12 @@ class Message:
                 f"version {PROTOCOL_VERSION})"
             )
         try:
+            encoded_args, encoded_kwargs = data["args"], data["kwargs"]
             message = cls(
                 id=data["id"],
                 task=data["task"],
-                args=data["args"],
-                kwargs=data["kwargs"],
+                args=encoded_args,
+                kwargs=encoded_kwargs,
                 queue=data["queue"],
                 priority=data["priority"],
                 eta=data["eta"],
@@ -102,6 +121,13 @@ class Message:
             )
         except KeyError as exc:
             raise MessageError(f"the envelope has no {exc.args[0]!r} field") from None
+        # Tagged values live only in the arguments; their wire form is kept.
+        try:
+            message.args = codec.decode(encoded_args)
+            message.kwargs = codec.decode(encoded_kwargs)
+        except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+            raise MessageError(f"the body is not a djtasks JSON envelope: {exc}") from None
+        message.encoded_args, message.encoded_kwargs = encoded_args, encoded_kwargs
         problem = message._type_problem()
         if problem:
             raise MessageError(problem)

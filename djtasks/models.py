@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
 from . import states
+from .message import Message, utc_datetime
+
+
+def exception_type(exc: BaseException) -> str:
+    """The dotted name ``AsyncResult`` rebuilds the exception from."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
@@ -61,6 +71,46 @@ class TaskResult(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id} {self.status}"
+
+    @classmethod
+    def from_message(
+        cls,
+        message: Message,
+        status: str,
+        *,
+        worker: str = "",
+        started: float | None = None,
+        finished: float | None = None,
+        result: Any = None,
+        exception: BaseException | None = None,
+        traceback: str = "",
+    ) -> TaskResult:
+        """An unsaved row for ``message`` in ``status`` (times are timestamps).
+
+        The caller's PENDING row and every row the worker writes come from
+        here; arguments are the message's encoded ones (not encoded again).
+        """
+        args, kwargs = message.encoded_arguments()
+        return cls(
+            task_id=message.id,
+            task_name=message.task,
+            queue=message.queue,
+            priority=message.priority,
+            status=status,
+            args=args,
+            kwargs=kwargs,
+            result=result,
+            exception_type=exception_type(exception) if exception is not None else "",
+            exception_message=str(exception) if exception is not None else "",
+            traceback=traceback,
+            worker=worker,
+            retries=message.retries,
+            eta=utc_datetime(message.eta),
+            expires=utc_datetime(message.expires),
+            created=utc_datetime(message.created),
+            started=utc_datetime(started),
+            finished=utc_datetime(finished),
+        )
 
     @property
     def runtime(self) -> timedelta | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import router, transaction
@@ -19,10 +18,6 @@ if TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("djtasks.publish")
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 def enqueue(
@@ -48,12 +43,7 @@ def enqueue(
     if using is None:
         using = router.db_for_write(TaskResult)
     if not task.ignore_result:
-        TaskResult.objects.using(using).create(
-            task_id=message.id, task_name=message.task, queue=message.queue,
-            priority=message.priority, status=states.PENDING, args=envelope["args"],
-            kwargs=envelope["kwargs"], retries=message.retries, eta=_dt(message.eta),
-            expires=_dt(message.expires), created=_dt(message.created),
-        )
+        TaskResult.from_message(message, states.PENDING).save(using=using, force_insert=True)
     if on_commit and transaction.get_connection(using).in_atomic_block:
         transaction.on_commit(lambda: _publish_after_commit(message, envelope, body),
                               using=using)

@@ -342,15 +342,15 @@ def test_revoking_a_running_task_without_terminate_lets_it_finish(broker):
 
 def test_a_row_the_database_refuses_becomes_a_failure_and_spares_its_batch(broker):
     from djtasks.message import Message
-    from djtasks.worker.results import ResultWriter, make_row
+    from djtasks.worker.results import ResultWriter
 
     good = Message(id="good-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                    queue="default")
     bad = Message(id="bad-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                   queue="default", retries=2**40)  # out of range for the column
     writer = ResultWriter(broker, "probe/0.1", interval=0.05)
-    writer.add(make_row(good, states.SUCCESS, "probe/0.1", result=2))
-    writer.add(make_row(bad, states.SUCCESS, "probe/0.1", result=2))
+    writer.add(TaskResult.from_message(good, states.SUCCESS, worker="probe/0.1", result=2))
+    writer.add(TaskResult.from_message(bad, states.SUCCESS, worker="probe/0.1", result=2))
     writer.stop()
     assert TaskResult.objects.get(task_id="good-1").status == states.SUCCESS
     refused = TaskResult.objects.get(task_id="bad-1")

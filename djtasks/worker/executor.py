@@ -30,9 +30,10 @@ from ..exceptions import (
 )
 from ..execute import Outcome, execute, make_request
 from ..message import Message
+from ..models import TaskResult
 from ..registry import registry
 from ..task import Task
-from .results import ResultWriter, make_row
+from .results import ResultWriter
 from .slots import SlotState
 
 logger = logging.getLogger("djtasks.worker")
@@ -214,8 +215,8 @@ class Executor:
                            "lease ran out); it runs elsewhere", message.task, message.id)
             return
         if store and task.track_started:
-            self.results.add(make_row(message, states.STARTED, self.consumer,
-                                      started=time.time()))
+            self.results.add(TaskResult.from_message(
+                message, states.STARTED, worker=self.consumer, started=time.time()))
         try:
             outcome = self._execute(task, message)
             self._record(task, message, outcome, store)
@@ -226,9 +227,9 @@ class Executor:
             logger.exception("task %s[%s] could not be settled", message.task, message.id)
             now = time.time()
             if store:
-                self.results.add(make_row(message, states.FAILURE, self.consumer,
-                                          finished=now, exception=exc,
-                                          traceback=traceback.format_exc()),
+                self.results.add(TaskResult.from_message(
+                    message, states.FAILURE, worker=self.consumer, finished=now,
+                    exception=exc, traceback=traceback.format_exc()),
                                  late_ack=message.id if task.acks_late else None)
             elif task.acks_late:
                 self._acks.append(message.id)
@@ -281,9 +282,9 @@ class Executor:
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
         late_ack = None if acked or reason == "revoked" else message.id
         if not task.ignore_result:
-            self.results.add(make_row(message, states.REVOKED, self.consumer,
-                                      finished=time.time(),
-                                      exception=TaskRevokedError(reason)), late_ack=late_ack)
+            self.results.add(TaskResult.from_message(
+                message, states.REVOKED, worker=self.consumer, finished=time.time(),
+                exception=TaskRevokedError(reason)), late_ack=late_ack)
         elif late_ack is not None:
             self._acks.append(late_ack)
         signals.task_revoked.send(
@@ -299,8 +300,8 @@ class Executor:
         status = states.RETRY if outcome.retry is not None else outcome.status
         late_ack = message.id if task.acks_late else None
         if store:
-            self.results.add(make_row(
-                message, status, self.consumer, started=outcome.started,
+            self.results.add(TaskResult.from_message(
+                message, status, worker=self.consumer, started=outcome.started,
                 finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
             ), late_ack=late_ack)

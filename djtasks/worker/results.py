@@ -13,15 +13,13 @@ import logging
 import queue
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connections
 
-from .. import codec, states
+from .. import states
 from ..brokers import Broker
 from ..exceptions import BrokerError
-from ..message import Message
 from ..models import TaskResult
 
 logger = logging.getLogger("djtasks.worker")
@@ -32,52 +30,6 @@ UPDATE_FIELDS = [
     "status", "queue", "priority", "result", "exception_type", "exception_message",
     "traceback", "worker", "retries", "eta", "expires", "started", "finished",
 ]
-
-
-def _dt(ts: float | None) -> datetime | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-def exception_type(exc: BaseException) -> str:
-    """The dotted name ``AsyncResult`` rebuilds the exception from."""
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def make_row(
-    message: Message,
-    status: str,
-    worker: str,
-    *,
-    started: float | None = None,
-    finished: float | None = None,
-    result: Any = None,
-    exception: BaseException | None = None,
-    traceback: str = "",
-) -> TaskResult:
-    """A full ``TaskResult`` for ``message`` in ``status`` (times are timestamps)."""
-    return TaskResult(
-        task_id=message.id,
-        task_name=message.task,
-        queue=message.queue,
-        priority=message.priority,
-        status=status,
-        args=codec.encode(message.args),
-        kwargs=codec.encode(message.kwargs),
-        result=result,
-        exception_type=exception_type(exception) if exception is not None else "",
-        exception_message=str(exception) if exception is not None else "",
-        traceback=traceback,
-        worker=worker,
-        retries=message.retries,
-        eta=_dt(message.eta),
-        expires=_dt(message.expires),
-        created=_dt(message.created),
-        started=_dt(started),
-        finished=_dt(finished),
-    )
 
 
 def _unstorable(row: TaskResult, error: Exception) -> TaskResult:

@@ -30,10 +30,9 @@ from .. import signals, states
 from ..brokers import Broker, Reaped, get_broker, reset_broker
 from ..conf import get_settings
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
-from ..models import TaskResult
+from ..models import TaskResult, exception_type
 from ..utils import install_task_record_factory
 from .executor import RECYCLE, ColdShutdown, Executor, Limits
-from .results import exception_type
 from .slots import SharedSlots, SlotState
 
 logger = logging.getLogger("djtasks.worker")
