@@ -203,7 +203,7 @@ class Task:
         written if an argument cannot travel in a message, and ``TypeError``
         for a bad option.
         """
-        from .transaction import enqueue
+        from .transaction import enqueue, enqueue_eager
 
         s = get_settings()
         message = self.build_message(
@@ -222,25 +222,8 @@ class Task:
         envelope = self.encode_message(message)
         if on_commit is None:
             on_commit = s.ENQUEUE_ON_COMMIT
-        if using is None:
-            from django.db import router
-
-            from .models import TaskResult
-
-            using = router.db_for_write(TaskResult)
         if s.ALWAYS_EAGER:
-            from .message import dump_envelope
-            from .result import EagerResult
-            from .transaction import check_size
-
-            body = dump_envelope(envelope)
-            check_size(message, body)
-            # The task sees its arguments as a worker would: through JSON.
-            message = Message.decode(body)
-            result = EagerResult(message.id)
-            enqueue_eager = _EagerRun(self, message, result)
-            _run_on_commit(enqueue_eager, on_commit=on_commit, using=using)
-            return result
+            return enqueue_eager(self, message, envelope, on_commit=on_commit, using=using)
         return enqueue(self, message, envelope, on_commit=on_commit, using=using)
 
     def apply(
@@ -267,7 +250,7 @@ class Task:
         # The task sees its arguments as a worker would: through JSON.
         message = Message.decode(dump_envelope(self.encode_message(message)))
         result = EagerResult(message.id)
-        _EagerRun(self, message, result)()
+        EagerRun(self, message, result)()
         return result
 
     # -- messages ------------------------------------------------------------
@@ -464,7 +447,7 @@ def _timestamp(name: str, value: Any) -> float:
     return value.timestamp()
 
 
-class _EagerRun:
+class EagerRun:
     """Run a message inline and fill an ``EagerResult`` (``ALWAYS_EAGER``, ``apply``)."""
 
     def __init__(self, task: Task, message: Message, result: EagerResult) -> None:
@@ -482,16 +465,6 @@ class _EagerRun:
         self.result._settle(outcome)
         if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
             raise outcome.exception
-
-
-def _run_on_commit(func: Callable[[], None], *, on_commit: bool, using: str | None) -> None:
-    from django.db import transaction
-
-    # Checked here rather than by on_commit(), which opens a connection to ask.
-    if on_commit and transaction.get_connection(using).in_atomic_block:
-        transaction.on_commit(func, using=using)
-    else:
-        func()
 
 
 @overload

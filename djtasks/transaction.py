@@ -12,12 +12,39 @@ from .brokers import get_broker
 from .conf import get_settings
 from .exceptions import BrokerError, TaskArgumentError
 from .message import Message, dump_envelope
-from .result import AsyncResult
+from .models import TaskResult
+from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("djtasks.publish")
+
+
+def _waits_for_commit(on_commit: bool, using: str) -> bool:
+    """Whether to act when the transaction on ``using`` commits. Asked here
+    rather than by ``on_commit()``, which opens a connection outside one."""
+    return on_commit and transaction.get_connection(using).in_atomic_block
+
+
+def enqueue_eager(
+    task: Task, message: Message, envelope: dict[str, Any], *, on_commit: bool,
+    using: str | None,
+) -> EagerResult:
+    """``ALWAYS_EAGER``: run the task in this process (on commit, with
+    ``on_commit``), as a worker would see it: through JSON and its size limit."""
+    from .task import EagerRun
+
+    body = dump_envelope(envelope)
+    check_size(message, body)
+    result = EagerResult(message.id)
+    run = EagerRun(task, Message.decode(body), result)
+    using = using or router.db_for_write(TaskResult)
+    if _waits_for_commit(on_commit, using):
+        transaction.on_commit(run, using=using)
+    else:
+        run()
+    return result
 
 
 def enqueue(
@@ -32,19 +59,16 @@ def enqueue(
     (outside a transaction, or ``on_commit=False``) raises ``BrokerError``
     and removes the row.
     """
-    from .models import TaskResult
-
     signals.before_task_publish.send(
         sender=message.task, body=envelope, exchange="", routing_key=message.queue,
         headers={}, properties={}, declare=[], retry_policy=None,
     )
     body = dump_envelope(envelope)
     check_size(message, body)
-    if using is None:
-        using = router.db_for_write(TaskResult)
+    using = using or router.db_for_write(TaskResult)
     if not task.ignore_result:
         TaskResult.from_message(message, states.PENDING).save(using=using, force_insert=True)
-    if on_commit and transaction.get_connection(using).in_atomic_block:
+    if _waits_for_commit(on_commit, using):
         transaction.on_commit(lambda: _publish_after_commit(message, envelope, body),
                               using=using)
     else:
