@@ -109,6 +109,12 @@ class WorkerProcess:
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
 
+    def children(self) -> list[int]:
+        """Pids of the supervisor's executor processes, sorted."""
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                             text=True).stdout
+        return sorted(int(p) for p in out.split())
+
     def kill_group(self) -> None:
         """kill -9 the supervisor and every executor."""
         try:
@@ -149,6 +155,18 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
     yield start
     for w in started:
         w.stop()
+
+
+def kill_and_outlive(
+    start: Callable[..., WorkerProcess], worker: WorkerProcess, lease: float = 1.0
+) -> WorkerProcess:
+    """kill -9 ``worker`` (every process), wait until its ``lease`` (seconds)
+    has run out, then run a burst worker to the end; return that one."""
+    worker.kill_group()
+    time.sleep(lease + 0.2)
+    survivor = start("--pool", "solo", "--burst")
+    assert survivor.wait(30) == 0, survivor.output()
+    return survivor
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20, what: str = "") -> None:

@@ -14,7 +14,7 @@ from djtasks.exceptions import TaskRevokedError
 from djtasks.models import TaskResult
 from tests.app import tasks
 from tests.app.tasks import count
-from tests.conftest import run_burst, wait_until
+from tests.conftest import kill_and_outlive, run_burst, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -162,10 +162,7 @@ def test_acks_late_task_interrupted_by_kill_9_runs_again(worker_process, counter
     result = tasks.record_and_sleep_late.delay(slow, 3)
     first = worker_process("--pool", "solo", lease=1)
     wait_until(lambda: count(slow) == 1, what="the first run")
-    first.kill_group()
-    time.sleep(1.2)
-    second = worker_process("--pool", "solo", "--burst")
-    assert second.wait(30) == 0, second.output()
+    kill_and_outlive(worker_process, first, lease=1)
     assert count(slow) == 2  # at least once: it ran again
     assert count(slow + ":done") == 1
     assert status(result) == states.SUCCESS
@@ -177,10 +174,7 @@ def test_reject_on_worker_lost_false_ends_in_failure_instead(worker_process, cou
     result = tasks.sleep_no_redelivery.delay(slow, 30)
     first = worker_process("--pool", "solo", lease=1)
     wait_until(lambda: count(slow) == 1, what="the first run")
-    first.kill_group()
-    time.sleep(1.2)
-    second = worker_process("--pool", "solo", "--burst")
-    assert second.wait(30) == 0
+    kill_and_outlive(worker_process, first, lease=1)
     assert count(slow) == 1
     row = TaskResult.objects.get(task_id=result.id)
     assert (row.status, row.exception_type) == (states.FAILURE,
@@ -430,10 +424,10 @@ def test_terminating_a_finished_task_kills_no_executor(worker_process, counter):
     done = tasks.add.delay(1, 1)
     worker = worker_process("-c", "1")
     wait_until(lambda: status(done) == states.SUCCESS, what="the task to finish")
-    children = _children(worker.pid)
+    children = worker.children()
     done.revoke(terminate=True)
     time.sleep(1)
-    assert _children(worker.pid) == children
+    assert worker.children() == children
     assert status(done) == states.SUCCESS
 
 
@@ -447,17 +441,10 @@ def test_fetched_messages_of_a_killed_executor_run_on_its_replacement(
         tasks.record.delay(quick)
     worker = worker_process("-c", "1", "--prefetch-multiplier", "10")
     wait_until(lambda: count(slow) == 1, what="the slow task to start")
-    [child] = _children(worker.pid)
+    [child] = worker.children()
     os.kill(child, signal.SIGKILL)  # it holds the three fetched messages
     wait_until(lambda: count(quick) == 3, what="the fetched messages to run")
     assert count(slow) == 1
-
-
-def _children(pid: int) -> list[int]:
-    import subprocess
-
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return sorted(int(p) for p in out.split())
 
 
 def test_a_requeued_dead_letter_keeps_its_priority(broker):

@@ -14,14 +14,9 @@ from djtasks import AsyncResult, states
 from djtasks.models import TaskResult
 from tests.app import tasks
 from tests.app.tasks import count
-from tests.conftest import wait_until
+from tests.conftest import kill_and_outlive, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.subprocess]
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_sigterm_finishes_the_running_task_and_gives_back_the_rest(
@@ -53,10 +48,7 @@ def test_kill_9_redelivers_fetched_messages_but_not_the_started_one(
     worker = worker_process("--pool", "solo", "--prefetch-multiplier", "10", lease=1)
     wait_until(lambda: count(slow) == 1, what="the slow task to start")
     assert broker.queue_depths(["default"]) == {"default": 0}  # all four fetched
-    worker.kill_group()
-    time.sleep(1.2)  # the dead worker's lease runs out
-    survivor = worker_process("--pool", "solo", "--burst")
-    assert survivor.wait(30) == 0, survivor.output()
+    kill_and_outlive(worker_process, worker, lease=1)
     assert count(quick) == 3  # every fetched-not-started message ran, once
     assert count(slow) == 1  # the started one did not run again (acks_late=False)
     assert all(AsyncResult(r.id).status == states.SUCCESS for r in waiting)
@@ -75,10 +67,10 @@ def test_kill_9_of_an_executor_replaces_it_and_requeues_its_messages(
     wait_until(lambda: count(slow) == 1, what="the slow task to start")
     for _ in range(2):
         tasks.record.delay(quick)
-    [child] = _children(worker.pid)
+    [child] = worker.children()
     os.kill(child, signal.SIGKILL)
     wait_until(lambda: count(quick) == 2, what="the queued tasks to run on a new executor")
-    [new_child] = _children(worker.pid)
+    [new_child] = worker.children()
     assert new_child != child
     assert count(slow) == 1
     assert "exited with -9" in worker.output()

@@ -6,20 +6,18 @@ they never meet djtasks' own tables (benchmarks/peers.py creates the schema).
 
 import os
 
+from benchmarks.settings import DATABASES as BENCH_DATABASES
+
 SECRET_KEY = "djtasks-peers-benchmark"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django_celery_results"]
 PEERS_SCHEMA = os.environ.get("PEERS_PG_SCHEMA", "djtasks_peers")
+# djtasks' benchmark database, in a schema of its own.
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ.get("PGHOST", "127.0.0.1"),
-        "PORT": os.environ.get("PGPORT", "5432"),
-        "USER": os.environ.get("PGUSER", "postgres"),
-        "NAME": os.environ.get("BENCH_DB_NAME", "test"),
-        "CONN_MAX_AGE": 600,
+        **BENCH_DATABASES["default"],
         "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}"},
     }
 }
