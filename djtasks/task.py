@@ -236,8 +236,9 @@ class Task:
         """Run the task now, in this process, and return an ``EagerResult``.
 
         Arguments go through the codec and JSON as they would through a
-        broker, so ``apply`` catches what ``delay`` would and the task sees
-        what a worker would (tuples as lists). Retries run at once, without
+        broker, so ``apply`` refuses the arguments ``delay`` would refuse
+        (``MAX_MESSAGE_BYTES`` aside) and the task sees what a worker would
+        (tuples as lists). Retries run at once, without
         their countdown. Follows Celery's ``Task.apply``: the task's
         exception is re-raised if ``DJTASKS['EAGER_PROPAGATES']`` is True
         (default False, Celery's ``task_eager_propagates``), else the result

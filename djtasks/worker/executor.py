@@ -186,7 +186,7 @@ class Executor:
             self._dead_letter(delivery, str(exc))
             return
         if delivery.revoked:
-            self._revoked(task, message, "revoked")
+            self._revoked(task, message, "revoked", acked=True)  # the fetch dropped it
             return
         if message.expires is not None and time.time() > message.expires:
             self._revoked(task, message, _expired_reason(message), expired=True)
@@ -277,10 +277,14 @@ class Executor:
 
     def _revoked(self, task: Task, message: Message, reason: str, *, expired: bool = False,
                  acked: bool = False) -> None:
-        """Record a task that will not run (revoked, or expired before it started)."""
+        """Record a task that will not run (revoked, or expired before it started).
+
+        ``acked``: the broker already forgot the message; else it is acked
+        once its row is stored.
+        """
         assert self.results is not None
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
-        late_ack = None if acked or reason == "revoked" else message.id
+        late_ack = None if acked else message.id
         if not task.ignore_result:
             self.results.add(TaskResult.from_message(
                 message, states.REVOKED, worker=self.consumer, finished=time.time(),

@@ -29,7 +29,7 @@ from django.utils import timezone
 from .. import signals, states
 from ..brokers import Broker, Reaped, get_broker, reset_broker
 from ..conf import get_settings
-from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..exceptions import BrokerError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult, exception_type
 from ..utils import install_task_record_factory
 from .executor import RECYCLE, ColdShutdown, Executor, Limits
@@ -326,7 +326,7 @@ class Supervisor:
     def _terminate_revoked_in_process(self) -> None:
         try:
             found = self.broker.to_terminate([e.consumer for e in self._executors])
-        except Exception:
+        except BrokerError:  # the heartbeat reports outages
             return
         for task_id in set(found.values()) - self._terminate_warned:
             self._terminate_warned.add(task_id)
@@ -459,7 +459,7 @@ class Supervisor:
         if task_id is None:
             try:
                 task_id = self.broker.running_task(consumer) or ""
-            except Exception:
+            except BrokerError:  # the heartbeat reports outages
                 task_id = ""
         self._killed[pid] = (why, task_id)
         try:
@@ -480,7 +480,7 @@ class Supervisor:
         consumers = {c: pid for pid, (_, c) in self.children.items() if pid not in self._killed}
         try:
             found = self.broker.to_terminate(list(consumers))
-        except Exception:
+        except BrokerError:  # the heartbeat reports outages
             return
         assert self._shared is not None
         for consumer, task_id in found.items():
