@@ -89,8 +89,8 @@ def test_dead_letters_are_listed_and_requeued_from_the_admin(admin_client_, brok
     msg = Message(id="dl-admin", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                   queue="default")
     broker.publish([(msg, msg.encode())])
-    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
-    broker.dead_letter("probe/0.1", d, "refused for the admin test")
+    [d] = broker.consumer("probe/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("probe/0.1", ["default"]).dead_letter(d, "refused for the admin test")
     page = admin_client_.get(url).content.decode()
     assert "dl-admin" in page and "refused for the admin test" in page
     admin_client_.post(url, {"action": "requeue", "ids": ["dl-admin"]})
@@ -104,8 +104,8 @@ def test_dead_letters_can_be_discarded_from_the_admin(admin_client_, broker):
 
     msg = Message(id="dl-gone", task="x", args=[], kwargs={}, queue="default")
     broker.publish([(msg, b"junk")])
-    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
-    broker.dead_letter("probe/0.1", d, "junk")
+    [d] = broker.consumer("probe/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("probe/0.1", ["default"]).dead_letter(d, "junk")
     admin_client_.post(reverse("admin:djtasks_deadletter_changelist"),
                        {"action": "discard", "ids": ["dl-gone"]})
     assert broker.dead_letters() == []

@@ -42,7 +42,7 @@ def deliver(broker, executor, body: bytes | Callable[[str], bytes]) -> str:
         body = body(message_id)
     holder = Message(id=message_id, task="x", args=[], kwargs={}, queue="default")
     broker.publish([(holder, body)])
-    [delivery] = broker.consume(executor.consumer, ["default"], 1, 0)
+    [delivery] = executor.consumer.fetch(1, 0)
     assert isinstance(delivery, Delivery) and delivery.id == message_id
     executor.handle(delivery)
     executor.results.sync()

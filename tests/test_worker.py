@@ -244,7 +244,7 @@ def test_prefork_pool_runs_tasks_in_child_processes(broker):
 def test_fetched_messages_wait_in_the_broker_not_only_in_memory(broker):
     tasks.add.delay(1, 1)
     tasks.add.delay(2, 2)
-    deliveries = broker.consume("probe/0.1", ["default"], count=5, timeout=0)
+    deliveries = broker.consumer("probe/0.1", ["default"]).fetch(5, 0)
     assert [type(d) for d in deliveries] == [Delivery, Delivery]
     inflight = broker.client.hlen(broker.inflight_key("probe/0.1"))
     assert inflight == 2
@@ -334,8 +334,8 @@ def test_revoking_a_running_task_without_terminate_lets_it_finish(broker):
     from djtasks import revoke
 
     result = tasks.add.delay(1, 1)
-    [d] = broker.consume("c/0.1", ["default"], 1, 0)
-    broker.start("c/0.1", d.id, [], ack_it=True)  # it is running there now
+    [d] = broker.consumer("c/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("c/0.1", ["default"]).start(d.id, ack=True)  # it is running there now
     revoke(result.id)
     assert result.status == states.PENDING  # not marked REVOKED under a running task
 
@@ -348,7 +348,7 @@ def test_a_row_the_database_refuses_becomes_a_failure_and_spares_its_batch(broke
                    queue="default")
     bad = Message(id="bad-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                   queue="default", retries=2**40)  # out of range for the column
-    writer = ResultWriter(broker, "probe/0.1", interval=0.05)
+    writer = ResultWriter(broker, broker.consumer("probe/0.1", ["default"]), interval=0.05)
     writer.add(TaskResult.from_message(good, states.SUCCESS, worker="probe/0.1", result=2))
     writer.add(TaskResult.from_message(bad, states.SUCCESS, worker="probe/0.1", result=2))
     writer.stop()

@@ -215,8 +215,8 @@ def test_dead_letters_can_be_listed_and_requeued(burst, broker, capsys):
     msg = Message(id="dl-1", task="tests.app.tasks.add", args=[2, 3], kwargs={},
                   queue="default")
     broker.publish([(msg, msg.encode())])
-    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
-    broker.dead_letter("probe/0.1", d, "for the test")
+    [d] = broker.consumer("probe/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("probe/0.1", ["default"]).dead_letter(d, "for the test")
     call_command("djtasks", "deadletters")
     assert "dl-1" in capsys.readouterr().out
     call_command("djtasks", "requeue", "dl-1")
@@ -453,8 +453,8 @@ def test_a_requeued_dead_letter_keeps_its_priority(broker):
     msg = Message(id="dl-prio", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                   queue="default", priority=7)
     broker.publish([(msg, msg.encode())])
-    [d] = broker.consume("probe/0.1", ["default"], 1, 0)
-    broker.dead_letter("probe/0.1", d, "test")
+    [d] = broker.consumer("probe/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("probe/0.1", ["default"]).dead_letter(d, "test")
     broker.requeue_dead_letter("dl-prio")
     assert broker.client.llen(broker.list_key("default", 7)) == 1
 

@@ -6,9 +6,12 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conf import get_settings, on_reset
-from .base import Broker, DeadLetter, Delivery, Reaped
+from .base import Broker, Consumer, DeadLetter, Delivery, Fate, Reaped, Started
 
-__all__ = ["Broker", "DeadLetter", "Delivery", "Reaped", "get_broker", "redact_url"]
+__all__ = [
+    "Broker", "Consumer", "DeadLetter", "Delivery", "Fate", "Reaped", "Started", "get_broker",
+    "redact_url",
+]
 
 _broker: Broker | None = None
 _broker_pid: int | None = None

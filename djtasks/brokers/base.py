@@ -1,20 +1,29 @@
-"""The broker interface: what every broker module implements.
+"""The broker contract: a transport with consumer handles, and small roles.
 
 A broker moves message bodies between callers and workers. It never looks
 inside a body except for the id, queue, priority and eta the caller gives
-it. Consumers are named (one per executor); a consumer's fetched messages
-stay in the broker, owned by that consumer, until they are acked or given
-back, so a consumer that dies loses nothing: once its lease runs out, any
-worker's ``reap()`` hands its messages back to their queues.
+it. docs/brokers.md describes the contract; tests/contract/ holds the one
+test suite every broker passes.
 
-Times are Unix timestamps or durations in seconds.
+- ``Transport``: publish, hand out ``Consumer`` handles, reap dead
+  consumers, queue depths.
+- ``Consumer``: one executor's handle. Its fetched messages stay in the
+  broker, owned by it, until they are acked or given back, so a consumer
+  that dies loses nothing: once its lease runs out, any worker's ``reap()``
+  hands its messages back to their queues.
+- Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
+  ``WorkerRegistry``, ``ResultNotices``. ``Broker`` is all of them.
+
+Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
 
 from __future__ import annotations
 
+import enum
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..message import Message
@@ -45,172 +54,147 @@ class DeadLetter:
     time: float
 
 
+class Started(enum.Enum):
+    """What ``Consumer.start`` found."""
+
+    RUN = "run"  # recorded as running: run it
+    REVOKED = "revoked"  # revoked meanwhile: acked, do not run it
+    LOST = "lost"  # this consumer no longer holds it (its lease ran out): another runs it
+
+
+class Fate(enum.Enum):
+    """What ``release()``/``reap()`` did with the task a consumer was running."""
+
+    NONE = ""  # it was running nothing
+    ACKED = "acked"  # acked at start (at most once), or it had finished
+    REQUEUED = "requeued"  # acks_late: back on its queue, it runs again
+    DROPPED = "dropped"  # reject_on_worker_lost=False, or killed on purpose (time limit)
+    DEAD = "dead"  # it had killed max_deaths executors: dead-lettered
+
+
 @dataclass(slots=True)
 class Reaped:
     """What ``release()``/``reap()`` took back from one consumer.
 
     ``running`` is the id of the task it started last (None if none) and
-    ``fate`` what became of that message: ``"acked"`` (acked at start, or
-    finished), ``"requeued"`` (acks_late: it runs again), ``"dropped"``
-    (``reject_on_worker_lost=False``, or a hard time limit), ``"dead"``
-    (it had killed ``max_deaths`` executors: dead-lettered) or ``""``.
-    ``requeued`` lists the other ids given back (not the running one).
+    ``fate`` what became of that message. ``requeued`` lists the other ids
+    given back (fetched, never started). ``unsettled`` lists the other tasks
+    it started (with ``track=True``) whose rows it never reported written
+    (``Consumer.ack(settled=...)``): their results were lost with it.
     """
 
     consumer: str
     running: str | None
-    fate: str
+    fate: Fate
     requeued: list[str]
+    unsettled: list[str] = field(default_factory=list)
 
 
-class DoneListener(ABC):
-    """Returned by ``Broker.listen_done``."""
+class Consumer(ABC):
+    """One executor's handle on the broker: what it fetched is its own.
 
-    def __enter__(self) -> DoneListener:
-        return self
+    Made by ``Transport.consumer(name, queues)``; the name is unique per
+    executor life (``host.pid/slot.generation``). Every method raises
+    ``BrokerError`` if the broker cannot be reached.
+    """
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @abstractmethod
-    def wait(self, timeout: float) -> bool: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
-
-
-class Broker(ABC):
-    """The contract each broker module fulfils; tests/test_redis_broker.py checks it."""
-
-    url: str
+    name: str
+    queues: list[str]
 
     @abstractmethod
-    def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
-        """Put each ``(message, body)`` on ``message.queue``, or schedule it
-        for ``message.eta`` if that is in the future. All items go in one
-        round trip. Raises ``BrokerError`` if the broker cannot be reached.
+    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+        """Fetch up to ``count`` messages, highest priority first within a
+        queue (queues take turns, so none starves), moving due scheduled
+        messages to their queues on the way; frames of revoked tasks come
+        back with ``revoked=True`` and are already forgotten. Waits up to
+        ``timeout`` seconds when there are none (0: no wait). Fetched
+        messages belong to this consumer until ``ack``/``requeue``/``defer``/
+        ``dead_letter``/``release``: a delivery is never given to two
+        consumers at once.
         """
 
     @abstractmethod
-    def consume(
-        self, consumer: str, queues: Sequence[str], count: int, timeout: float
-    ) -> list[Delivery]:
-        """Fetch up to ``count`` messages for ``consumer``, highest priority
-        first within a queue (queues take turns), moving due scheduled
-        messages to their queues on the way.
-        Waits up to ``timeout`` seconds when there are none (0: no wait).
-        Fetched messages belong to ``consumer`` until ``ack``/``requeue``.
-        """
+    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
+              acks: Iterable[str] = ()) -> Started:
+        """Record that this consumer starts ``task_id`` (a fetched message),
+        in one round trip with acking the other ``acks``.
 
-    @abstractmethod
-    def ack(self, consumer: str, ids: Iterable[str]) -> None:
-        """Forget fetched messages: they will never be delivered again (and
-        forget how many executors they killed)."""
-
-    @abstractmethod
-    def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
-              ack_it: bool, redeliver: bool = True) -> int:
-        """Record that ``consumer`` starts ``task_id``, ack it too if
-        ``ack_it`` (acks_late=False), and ack the other ``acks``, in one
-        round trip. Returns 1 to run it; 0 if it was revoked meanwhile (it
-        is acked); -1 if ``consumer`` no longer holds it (its lease ran out
-        and the message went back to its queue: another worker runs it).
+        ``ack`` acks the message itself now (acks_late=False: at most once).
         ``redeliver=False``: if the consumer dies running it, do not requeue
-        it (``reject_on_worker_lost=False``).
+        it (``reject_on_worker_lost=False``). ``track`` keeps the task among
+        this consumer's unsettled ones until ``ack(settled=[task_id])``, so a
+        dead consumer's lost results are reported (``Reaped.unsettled``).
         """
 
     @abstractmethod
-    def defer(self, consumer: str, task_id: str, eta: float) -> None:
+    def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
+        """Forget fetched messages ``ids``: never delivered again, their
+        death count forgotten. ``settled`` task ids have had their final rows
+        written and leave the unsettled set."""
+
+    @abstractmethod
+    def requeue(self, ids: Iterable[str]) -> None:
+        """Give fetched messages back to the front of their queues, in order."""
+
+    @abstractmethod
+    def defer(self, task_id: str, eta: float) -> None:
         """Move a fetched message back to the broker, to be delivered at ``eta``."""
 
     @abstractmethod
-    def take_token(self, name: str, rate: float) -> float:
-        """Take a token from the shared bucket of ``name`` (``rate`` per
-        second); return 0 if taken, else seconds until one is available."""
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a fetched message to the dead-letter store with ``reason``;
+        a second letter with the same id is kept beside the first."""
 
     @abstractmethod
-    def requeue(self, consumer: str, ids: Iterable[str]) -> None:
-        """Give fetched messages back to the front of their queues."""
+    def renew(self, lease: float) -> None:
+        """Keep this consumer alive for ``lease`` more seconds (the heartbeat)."""
 
     @abstractmethod
-    def heartbeat(self, consumers: Iterable[str], lease: float) -> None:
-        """Keep ``consumers`` alive for ``lease`` more seconds."""
+    def release(self, *, drop_running: str | None = None, shutdown: bool = False) -> Reaped:
+        """Give back every message this consumer holds and forget it.
+
+        The task it was running (acks_late, still held) is requeued and
+        counted as a death, or dead-lettered at ``max_deaths``. With
+        ``drop_running=id`` it is dropped instead, if it is ``id`` (its
+        executor was killed for a hard time limit or a terminate).
+        ``shutdown`` requeues it without counting a death (the worker
+        stopped it; the task did not kill it).
+        """
+
+
+class Transport(ABC):
+    """Publishing and consuming; the core every broker module implements."""
+
+    url: str
+    clock: Callable[[], float] = staticmethod(time.time)  # tests may move time
 
     @abstractmethod
-    def release(self, consumer: str, *, drop_running: str | None = None,
-                shutdown: bool = False) -> Reaped:
-        """Give back every message ``consumer`` holds and forget it.
-
-        ``drop_running=id`` acks the task it was running, if that is ``id``,
-        instead of requeueing it (its executor was killed for a hard time
-        limit or a terminate). ``shutdown``
-        requeues an acks_late running task without counting it as a death
-        (the worker stopped it, the task did not kill it).
+    def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
+        """Put each ``(message, body)`` on ``message.queue`` at
+        ``message.priority``, or schedule it for ``message.eta`` if that is in
+        the future; a message published while an idle consumer waits wakes
+        it. All items go in one round trip, all or none. Raises
+        ``BrokerError`` if the broker cannot be reached.
         """
 
     @abstractmethod
-    def running_task(self, consumer: str) -> str | None:
-        """The id ``consumer`` started last, if it is still recorded."""
-
-    @abstractmethod
-    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
-        """Never deliver these tasks again (remembered a day); with
-        ``terminate``, workers also kill them where they are running.
-        Returns the ids that no consumer is running now."""
-
-    @abstractmethod
-    def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:
-        """Consumers (of ``consumers``) running a task revoked with terminate,
-        mapped to that task's id."""
-
-    @abstractmethod
-    def register_worker(self, name: str, info: dict[str, Any]) -> None:
-        """Record a worker's heartbeat info (JSON data) under its name."""
-
-    @abstractmethod
-    def unregister_worker(self, name: str) -> None: ...
-
-    @abstractmethod
-    def workers(self) -> dict[str, dict[str, Any]]:
-        """Every registered worker's last heartbeat info."""
+    def consumer(self, name: str, queues: Sequence[str]) -> Consumer:
+        """The handle of consumer ``name`` on ``queues``. Cheap: no round
+        trip; a handle made again for the same name (the supervisor's view
+        of a child's consumer) acts on the same messages."""
 
     @abstractmethod
     def reap(self) -> list[Reaped]:
-        """Release every consumer whose lease has run out (its worker died)."""
-
-    @abstractmethod
-    def dead_letter(self, consumer: str, delivery: Delivery, reason: str) -> None:
-        """Move a fetched message to the dead-letter store with ``reason``."""
-
-    @abstractmethod
-    def requeue_dead_letter(self, task_id: str) -> bool:
-        """Put a dead letter back on its queue; False if there is none by that id."""
-
-    @abstractmethod
-    def delete_dead_letter(self, task_id: str) -> bool: ...
-
-    @abstractmethod
-    def dead_letters(self) -> list[DeadLetter]:
-        """The dead-letter store, newest first."""
+        """Release every consumer whose lease has run out (its worker died),
+        as ``Consumer.release()`` does; also forget stale revocations."""
 
     @abstractmethod
     def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
-        """Messages waiting in each queue (not counting scheduled ones)."""
+        """Messages waiting in each queue (not scheduled, not fetched)."""
 
     @abstractmethod
     def scheduled_count(self) -> int:
         """Messages waiting for their eta."""
-
-    @abstractmethod
-    def notify_done(self, ids: Sequence[str]) -> None:
-        """Tell waiting ``AsyncResult.get()`` calls that these tasks have a new state."""
-
-    @abstractmethod
-    def listen_done(self, task_id: str) -> DoneListener:
-        """A context manager whose ``wait(timeout)`` returns True once
-        ``notify_done`` names ``task_id`` (False after ``timeout`` seconds).
-        Open it before reading the state, so no notice falls in between.
-        """
 
     @abstractmethod
     def ping(self) -> None:
@@ -225,3 +209,100 @@ class Broker(ABC):
         from . import redact_url
 
         return redact_url(self.url)
+
+
+class DeadLetters(ABC):
+    """The store of messages the worker refused (``Consumer.dead_letter``)."""
+
+    @abstractmethod
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead-letter store, newest first."""
+
+    @abstractmethod
+    def requeue_dead_letter(self, letter_id: str) -> bool:
+        """Put a dead letter back on its queue; False if there is none by
+        that id, or it has no message id (a malformed frame)."""
+
+    @abstractmethod
+    def delete_dead_letter(self, letter_id: str) -> bool:
+        """Forget a dead letter; False if there is none by that id."""
+
+
+class Revocations(ABC):
+    """Tasks that must never start (Celery's ``revoke``)."""
+
+    @abstractmethod
+    def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
+        """Never deliver these tasks again: remembered for a day, and at
+        least a day past a scheduled message's eta. With ``terminate``,
+        workers also kill them where they run. Returns the ids no consumer
+        is running now."""
+
+    @abstractmethod
+    def to_terminate(self, consumers: Sequence[str]) -> dict[str, str]:
+        """Consumers (of the names given) running a task revoked with
+        terminate, mapped to that task's id."""
+
+
+class RateLimits(ABC):
+    """Token buckets shared by every worker (``rate_limit``)."""
+
+    @abstractmethod
+    def take_token(self, name: str, rate: float) -> float:
+        """Take a token from the bucket of ``name`` (``rate`` tokens per
+        second, holding at most one second's worth, at least 1); return 0 if
+        taken, else seconds until one is available."""
+
+
+class WorkerRegistry(ABC):
+    """Who is up: each worker's heartbeat info, for ``manage.py djtasks workers``."""
+
+    @abstractmethod
+    def register_worker(self, name: str, info: dict[str, Any]) -> None:
+        """Record a worker's heartbeat info (JSON data) under its name."""
+
+    @abstractmethod
+    def unregister_worker(self, name: str) -> None:
+        """Forget a worker that stopped."""
+
+    @abstractmethod
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every registered worker's last heartbeat info."""
+
+
+class DoneListener(ABC):
+    """Returned by ``ResultNotices.listen_done``; a context manager."""
+
+    def __enter__(self) -> DoneListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """True once a notice came (False after ``timeout`` seconds)."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class ResultNotices(ABC):
+    """Wake-ups for ``AsyncResult.get()``, so it does not poll the database."""
+
+    @abstractmethod
+    def notify_done(self, ids: Sequence[str]) -> None:
+        """Tell waiting ``AsyncResult.get()`` calls that these tasks have a new state."""
+
+    @abstractmethod
+    def listen_done(self, task_id: str) -> DoneListener:
+        """A listener whose ``wait(timeout)`` returns True once
+        ``notify_done`` names ``task_id``. Open it before reading the state,
+        so no notice falls in between.
+        """
+
+
+class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices):
+    """A whole broker: the transport and every role. ``get_broker()`` returns one."""
+
+    max_deaths: int = 3

@@ -10,7 +10,9 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:consumers``             zset consumer -> lease deadline
 - ``{p}:running``               hash consumer -> id of the task it started last
 - ``{p}:dead``                  hash id -> dead letter (JSON header line + body)
-- ``{p}:revoked``               zset task id -> time revoked (remembered a day)
+- ``{p}:started:<consumer>``    set of tasks it started whose rows are not yet written
+- ``{p}:etas``                  hash id -> eta of a scheduled message
+- ``{p}:revoked``               zset task id -> later of revoke time and eta (kept a day past it)
 - ``{p}:terminate``             zset task id -> time: revoked with terminate=True
 - ``{p}:deaths``                hash id -> executors that died running it
 - ``{p}:workers``               hash worker name -> JSON info (heartbeat)
@@ -38,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..exceptions import BrokerError
 from ..message import Message
 from . import redact_url
-from .base import Broker, DeadLetter, Delivery, DoneListener, Reaped
+from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
 
 _LUA = Path(__file__).with_name("lua")
 PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
@@ -48,6 +50,7 @@ REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 
 def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
+
 
 
 class RedisBroker(Broker):
@@ -68,6 +71,7 @@ class RedisBroker(Broker):
         self.client = client
         self.prefix = "{" + key_prefix + "}:"
         self.scheduled_key = self.prefix + "scheduled"
+        self.etas_key = self.prefix + "etas"
         self.consumers_key = self.prefix + "consumers"
         self.dead_key = self.prefix + "dead"
         self.running_key = self.prefix + "running"
@@ -83,7 +87,6 @@ class RedisBroker(Broker):
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
-        self._rotation = 0
 
     # -- keys ----------------------------------------------------------------
 
@@ -96,6 +99,9 @@ class RedisBroker(Broker):
     def inflight_key(self, consumer: str) -> str:
         return f"{self.prefix}inflight:{consumer}"
 
+    def started_key(self, consumer: str) -> str:
+        return f"{self.prefix}started:{consumer}"
+
     def done_channel(self, task_id: str) -> str:
         return f"{self.prefix}done:{task_id}"
 
@@ -107,121 +113,71 @@ class RedisBroker(Broker):
         except RedisError as exc:
             raise BrokerError(f"Redis at {redact_url(self.url)} refused: {exc}") from exc
 
-    # -- publishing ----------------------------------------------------------
+    # -- transport -----------------------------------------------------------
 
     def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
         if not items:
             return
-        argv: list[Any] = [time.time()]
+        argv: list[Any] = [self.clock()]
         for message, body in items:
             list_key = self.list_key(message.queue, message.priority)
             frame = f"{message.id}\n{list_key}\n".encode() + body
-            argv += [list_key, self.wake_key(message.queue), frame,
+            argv += [message.id, list_key, self.wake_key(message.queue), frame,
                      "" if message.eta is None else repr(message.eta)]
-        self._call(self._publish, keys=[self.scheduled_key], args=argv)
+        self._call(self._publish, keys=[self.scheduled_key, self.etas_key], args=argv)
 
-    # -- consuming -----------------------------------------------------------
-
-    def consume(
-        self, consumer: str, queues: Sequence[str], count: int, timeout: float
-    ) -> list[Delivery]:
-        # Rotate the queue order on each fetch so no queue starves another.
-        self._rotation = (self._rotation + 1) % len(queues)
-        ordered = [*queues[self._rotation:], *queues[:self._rotation]]
-        wake = [self.wake_key(q) for q in queues]
-        keys = [self.inflight_key(consumer), self.scheduled_key, *wake]
-        keys += [self.list_key(q, p) for q in ordered for p in PRIORITIES]
-        now = time.time()
-        args = [count, now, len(wake), self.revoked_key, self.dead_key, self.prefix]
-        frames, next_eta, revoked = self._call(self._fetch, keys=keys, args=args)
-        if not frames and not revoked and timeout > 0:
-            wait = min(timeout, MAX_BLOCK)
-            if next_eta is not None:
-                wait = min(wait, max(float(next_eta) - now, 0.001))
-            self._call(self.client.blpop, wake, timeout=max(wait, 0.001))
-            args[1] = time.time()
-            frames, _, revoked = self._call(self._fetch, keys=keys, args=args)
-        return ([self._delivery(f) for f in frames]
-                + [self._delivery(f, revoked=True) for f in revoked])
-
-    def _delivery(self, frame: bytes, *, revoked: bool = False) -> Delivery:
-        # fetch.lua let through only printable-ASCII ids and our own list keys.
-        head, list_key, body = frame.split(b"\n", 2)
-        queue = list_key.decode("utf-8", "replace")[len(self.prefix) + 2:-2]
-        return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
-
-    def ack(self, consumer: str, ids: Iterable[str]) -> None:
-        ids = list(ids)
-        if ids:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hdel(self.inflight_key(consumer), *ids)
-            pipe.hdel(self.deaths_key, *ids)  # it ended: its death count no longer matters
-            self._call(pipe.execute)
-
-    def start(self, consumer: str, task_id: str, acks: Iterable[str], *,
-              ack_it: bool, redeliver: bool = True) -> int:
-        keys = [self.inflight_key(consumer), self.running_key, self.revoked_key]
-        args = [consumer, task_id, "" if redeliver else "k", "1" if ack_it else "", *acks]
-        return int(self._call(self._start, keys=keys, args=args))
-
-    def defer(self, consumer: str, task_id: str, eta: float) -> None:
-        self._call(self._defer, keys=[self.inflight_key(consumer), self.scheduled_key],
-                   args=[task_id, repr(eta)])
-
-    def take_token(self, name: str, rate: float) -> float:
-        wait = self._call(self._rate, keys=[f"{self.prefix}rate:{name}"],
-                          args=[repr(rate), repr(time.time())])
-        return float(wait)
-
-    def requeue(self, consumer: str, ids: Iterable[str]) -> None:
-        ids = list(ids)
-        if ids:
-            self._call(self._requeue, keys=[self.inflight_key(consumer)], args=[self.prefix, *ids])
-
-    # -- leases --------------------------------------------------------------
-
-    def heartbeat(self, consumers: Iterable[str], lease: float) -> None:
-        deadline = time.time() + lease
-        mapping = {c: deadline for c in consumers}
-        if mapping:
-            self._call(self.client.zadd, self.consumers_key, mapping)
-
-    def release(self, consumer: str, *, drop_running: str | None = None,
-                shutdown: bool = False) -> Reaped:
-        mode = f"drop:{drop_running}" if drop_running else "shutdown" if shutdown else ""
-        reaped = self._run_reap("", mode, [consumer])
-        return reaped[0] if reaped else Reaped(consumer, None, "", [])
+    def consumer(self, name: str, queues: Sequence[str]) -> RedisConsumer:
+        return RedisConsumer(self, name, list(queues))
 
     def reap(self) -> list[Reaped]:
-        # Forget revocations older than a day while we are here.
-        self._call(self.client.zremrangebyscore, self.revoked_key, "-inf",
-                   time.time() - REVOKE_MEMORY)
-        return self._run_reap(repr(time.time()), "", [])
+        now = self.clock()
+        # Forget revocations a day past their score (revoke time or eta).
+        self._call(self.client.zremrangebyscore, self.revoked_key, "-inf", now - REVOKE_MEMORY)
+        return self._run_reap(repr(now), "", [])
 
-    def _run_reap(self, now: str, drop: str, consumers: list[str]) -> list[Reaped]:
+    def _run_reap(self, now: str, mode: str, consumers: list[str]) -> list[Reaped]:
         keys = [self.consumers_key, self.running_key, self.deaths_key, self.dead_key]
-        args = [self.prefix, now, self.max_deaths, drop, *consumers]
-        flat = self._call(self._reap, keys=keys, args=args)
+        args = [self.prefix, now, self.max_deaths, mode, *consumers]
+        flat = [x.decode() if isinstance(x, bytes) else x
+                for x in self._call(self._reap, keys=keys, args=args)]
         out, i = [], 0
         while i < len(flat):
-            consumer, running, fate = (x.decode() for x in flat[i:i + 3])
+            consumer, running, fate = flat[i:i + 3]
             n = int(flat[i + 3])
-            requeued = [x.decode() for x in flat[i + 4:i + 4 + n]]
-            out.append(Reaped(consumer, running or None, fate, requeued))
+            requeued = flat[i + 4:i + 4 + n]
             i += 4 + n
+            m = int(flat[i])
+            unsettled = flat[i + 1:i + 1 + m]
+            i += 1 + m
+            out.append(Reaped(consumer, running or None, Fate(fate), requeued, unsettled))
         return out
 
-    def running_task(self, consumer: str) -> str | None:  # the marker's first line
-        marker = self._call(self.client.hget, self.running_key, consumer)
-        return None if marker is None else marker.decode().split("\n", 1)[0]
+    def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for q in queues:
+            for p in PRIORITIES:
+                pipe.llen(self.list_key(q, p))
+        counts = self._call(pipe.execute)
+        n = len(PRIORITIES)
+        return {q: sum(counts[i * n:(i + 1) * n]) for i, q in enumerate(queues)}
 
-    # -- revoking ------------------------------------------------------------
+    def scheduled_count(self) -> int:
+        return int(self._call(self.client.zcard, self.scheduled_key))
+
+    def ping(self) -> None:
+        self._call(self.client.ping)
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- revocations ---------------------------------------------------------
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
-        now = time.time()
-        idle = self._call(self._revoke,
-                          keys=[self.revoked_key, self.terminate_key, self.running_key],
-                          args=[repr(now), "1" if terminate else "", *task_ids])
+        now = self.clock()
+        idle = self._call(
+            self._revoke,
+            keys=[self.revoked_key, self.terminate_key, self.running_key, self.etas_key],
+            args=[repr(now), "1" if terminate else "", *task_ids])
         if terminate:
             self._call(self.client.zremrangebyscore, self.terminate_key, "-inf",
                        now - REVOKE_MEMORY)
@@ -240,6 +196,13 @@ class RedisBroker(Broker):
         scores = self._call(self.client.zmscore, self.terminate_key, list(running.values()))
         return {c: t for (c, t), s in zip(running.items(), scores, strict=True) if s is not None}
 
+    # -- rate limits ---------------------------------------------------------
+
+    def take_token(self, name: str, rate: float) -> float:
+        wait = self._call(self._rate, keys=[f"{self.prefix}rate:{name}"],
+                          args=[repr(rate), repr(self.clock())])
+        return float(wait)
+
     # -- workers -------------------------------------------------------------
 
     def register_worker(self, name: str, info: dict[str, Any]) -> None:
@@ -254,19 +217,8 @@ class RedisBroker(Broker):
 
     # -- dead letters --------------------------------------------------------
 
-    def dead_letter(self, consumer: str, delivery: Delivery, reason: str) -> None:
-        header = json.dumps({"id": delivery.id, "queue": delivery.queue, "reason": reason,
-                             "time": time.time()})
-        key = delivery.id
-        if self._call(self.client.hexists, self.dead_key, key):  # keep both letters
-            key = f"{delivery.id}:{self._call(self.client.incr, self.prefix + 'malformed')}"
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.dead_key, key, header.encode() + b"\n" + delivery.body)
-        pipe.hdel(self.inflight_key(consumer), delivery.id)
-        self._call(pipe.execute)
-
-    def requeue_dead_letter(self, task_id: str) -> bool:
-        value = self._call(self.client.hget, self.dead_key, task_id)
+    def requeue_dead_letter(self, letter_id: str) -> bool:
+        value = self._call(self.client.hget, self.dead_key, letter_id)
         if value is None:
             return False
         header, body = value.split(b"\n", 1)
@@ -284,13 +236,13 @@ class RedisBroker(Broker):
         pipe.rpush(list_key, frame)
         pipe.lpush(self.wake_key(queue), b"1")
         pipe.ltrim(self.wake_key(queue), 0, 15)
-        pipe.hdel(self.dead_key, task_id)
-        pipe.hdel(self.deaths_key, task_id)
+        pipe.hdel(self.dead_key, letter_id)
+        pipe.hdel(self.deaths_key, letter_id)
         self._call(pipe.execute)
         return True
 
-    def delete_dead_letter(self, task_id: str) -> bool:
-        return bool(self._call(self.client.hdel, self.dead_key, task_id))
+    def delete_dead_letter(self, letter_id: str) -> bool:
+        return bool(self._call(self.client.hdel, self.dead_key, letter_id))
 
     def dead_letters(self) -> list[DeadLetter]:
         out = []
@@ -300,21 +252,7 @@ class RedisBroker(Broker):
             out.append(DeadLetter(key.decode(), meta["queue"], body, meta["reason"], meta["time"]))
         return sorted(out, key=lambda d: d.time, reverse=True)
 
-    # -- introspection -------------------------------------------------------
-
-    def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
-        pipe = self.client.pipeline(transaction=False)
-        for q in queues:
-            for p in PRIORITIES:
-                pipe.llen(self.list_key(q, p))
-        counts = self._call(pipe.execute)
-        n = len(PRIORITIES)
-        return {q: sum(counts[i * n:(i + 1) * n]) for i, q in enumerate(queues)}
-
-    def scheduled_count(self) -> int:
-        return int(self._call(self.client.zcard, self.scheduled_key))
-
-    # -- results -------------------------------------------------------------
+    # -- result notices ------------------------------------------------------
 
     def notify_done(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -327,11 +265,104 @@ class RedisBroker(Broker):
     def listen_done(self, task_id: str) -> DoneListener:
         return _RedisDoneListener(self, task_id)
 
-    def ping(self) -> None:
-        self._call(self.client.ping)
 
-    def close(self) -> None:
-        self.client.close()
+class RedisConsumer(Consumer):
+    """A consumer's handle: its in-flight hash, started set and lease."""
+
+    def __init__(self, broker: RedisBroker, name: str, queues: list[str]) -> None:
+        self.broker, self.name, self.queues = broker, name, queues
+        self.inflight_key = broker.inflight_key(name)
+        self._rotation = 0
+
+    def __repr__(self) -> str:
+        return f"<RedisConsumer {self.name}>"
+
+    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+        b = self.broker
+        # Rotate the queue order on each fetch so no queue starves another.
+        queues = self.queues
+        self._rotation = (self._rotation + 1) % len(queues)
+        ordered = [*queues[self._rotation:], *queues[:self._rotation]]
+        wake = [b.wake_key(q) for q in queues]
+        keys = [self.inflight_key, b.scheduled_key, *wake]
+        keys += [b.list_key(q, p) for q in ordered for p in PRIORITIES]
+        now = b.clock()
+        args = [count, now, len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
+        frames, next_eta, revoked = b._call(b._fetch, keys=keys, args=args)
+        if not frames and not revoked and timeout > 0:
+            wait = min(timeout, MAX_BLOCK)
+            if next_eta is not None:
+                wait = min(wait, max(float(next_eta) - now, 0.001))
+            b._call(b.client.blpop, wake, timeout=max(wait, 0.001))
+            args[1] = b.clock()
+            frames, _, revoked = b._call(b._fetch, keys=keys, args=args)
+        return ([self._delivery(f) for f in frames]
+                + [self._delivery(f, revoked=True) for f in revoked])
+
+    def _delivery(self, frame: bytes, *, revoked: bool = False) -> Delivery:
+        # fetch.lua let through only printable-ASCII ids and our own list keys.
+        head, list_key, body = frame.split(b"\n", 2)
+        queue = list_key.decode("utf-8", "replace")[len(self.broker.prefix) + 2:-2]
+        return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
+
+    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
+              acks: Iterable[str] = ()) -> Started:
+        b = self.broker
+        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name)]
+        args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
+                "1" if track else "", *acks]
+        code = int(b._call(b._start, keys=keys, args=args))
+        return Started.RUN if code == 1 else Started.REVOKED if code == 0 else Started.LOST
+
+    def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
+        ids, settled = list(ids), list(settled)
+        if not ids and not settled:
+            return
+        b = self.broker
+        pipe = b.client.pipeline(transaction=False)
+        if ids:
+            pipe.hdel(self.inflight_key, *ids)
+            pipe.hdel(b.deaths_key, *ids)  # it ended: its death count no longer matters
+        if settled:
+            pipe.srem(b.started_key(self.name), *settled)
+        b._call(pipe.execute)
+
+    def requeue(self, ids: Iterable[str]) -> None:
+        ids = list(ids)
+        if ids:
+            b = self.broker
+            b._call(b._requeue, keys=[self.inflight_key], args=[b.prefix, *ids])
+
+    def defer(self, task_id: str, eta: float) -> None:
+        b = self.broker
+        b._call(b._defer, keys=[self.inflight_key, b.scheduled_key], args=[task_id, repr(eta)])
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        b = self.broker
+        header = json.dumps({"id": delivery.id, "queue": delivery.queue, "reason": reason,
+                             "time": b.clock()})
+        key = delivery.id
+        if b._call(b.client.hexists, b.dead_key, key):  # keep both letters
+            key = f"{delivery.id}:{b._call(b.client.incr, b.prefix + 'malformed')}"
+        pipe = b.client.pipeline(transaction=True)
+        pipe.hset(b.dead_key, key, header.encode() + b"\n" + delivery.body)
+        pipe.hdel(self.inflight_key, delivery.id)
+        b._call(pipe.execute)
+
+    def renew(self, lease: float) -> None:
+        b = self.broker
+        b._call(b.client.zadd, b.consumers_key, {self.name: b.clock() + lease})
+
+    def release(self, *, drop_running: str | None = None, shutdown: bool = False) -> Reaped:
+        mode = f"drop:{drop_running}" if drop_running else "shutdown" if shutdown else ""
+        reaped = self.broker._run_reap("", mode, [self.name])
+        return reaped[0] if reaped else Reaped(self.name, None, Fate.NONE, [])
+
+    def running_task(self) -> str | None:
+        """The id this consumer started last, if it is still recorded (Redis only)."""
+        b = self.broker
+        marker = b._call(b.client.hget, b.running_key, self.name)
+        return None if marker is None else marker.decode().split("\n", 1)[0]
 
 
 class _RedisDoneListener(DoneListener):

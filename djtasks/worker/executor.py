@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.db import close_old_connections
 
 from .. import signals, states
-from ..brokers import Broker, Delivery
+from ..brokers import Broker, Consumer, Delivery, Started
 from ..exceptions import (
     BrokerError,
     MessageError,
@@ -82,7 +82,8 @@ class Executor:
         slot: SlotState | None = None,
     ) -> None:
         self.broker = broker
-        self.consumer = consumer
+        self.consumer: Consumer = broker.consumer(consumer, queues)
+        self.name = consumer
         self.hostname = hostname
         self.queues = queues
         self.prefetch = prefetch
@@ -128,17 +129,17 @@ class Executor:
             try:
                 self._flush_acks()
                 if waiting:
-                    self.broker.requeue(self.consumer, waiting)
+                    self.consumer.requeue(waiting)
             except BrokerError as exc:
                 logger.error("could not ack or give back on the way out (the lease "
                              "will run out and they are redelivered): %s", exc)
 
     def _fetch(self) -> list[Delivery]:
-        deliveries = self.broker.consume(self.consumer, self.queues, self.prefetch, 0)
+        deliveries = self.consumer.fetch(self.prefetch, 0)
         if deliveries or self.burst:
             return deliveries
         self._flush_acks()
-        return self.broker.consume(self.consumer, self.queues, self.prefetch, timeout=1.0)
+        return self.consumer.fetch(self.prefetch, timeout=1.0)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -147,14 +148,14 @@ class Executor:
 
     def _flush_acks(self) -> None:
         if self._acks:
-            self.broker.ack(self.consumer, self._acks)
+            self.consumer.ack(self._acks)
             self._acks = []
 
     def process(self) -> None:
         """Handle the backlog in order; on stop, give the rest back."""
         while self._backlog:
             if self.stopping:
-                self.broker.requeue(self.consumer, [d.id for d in self._backlog])
+                self.consumer.requeue([d.id for d in self._backlog])
                 self._backlog = []
                 return
             delivery = self._backlog[0]
@@ -194,29 +195,29 @@ class Executor:
         if task.rate_per_second is not None:
             wait = self.broker.take_token(task.name, task.rate_per_second)
             if wait > 0:
-                self.broker.defer(self.consumer, message.id, time.time() + wait)
+                self.consumer.defer(message.id, time.time() + wait)
                 return
         store = not task.ignore_result
         acks, self._acks = self._acks, []
         try:
             # At most once unless acks_late: acked here, before it runs.
-            started = self.broker.start(
-                self.consumer, message.id, acks, ack_it=not task.acks_late,
-                redeliver=task.reject_on_worker_lost is not False,
+            started = self.consumer.start(
+                message.id, ack=not task.acks_late,
+                redeliver=task.reject_on_worker_lost is not False, track=store, acks=acks,
             )
         except BrokerError:
             self._acks = acks + self._acks  # not sent: keep them for the next round trip
             raise
-        if started == 0:
+        if started is Started.REVOKED:
             self._revoked(task, message, "revoked", acked=True)
             return
-        if started < 0:
+        if started is Started.LOST:
             logger.warning("task %s[%s] was given back while waiting here (this executor's "
                            "lease ran out); it runs elsewhere", message.task, message.id)
             return
         if store and task.track_started:
             self.results.add(TaskResult.from_message(
-                message, states.STARTED, worker=self.consumer, started=time.time()))
+                message, states.STARTED, worker=self.name, started=time.time()))
         try:
             outcome = self._execute(task, message)
             self._record(task, message, outcome, store)
@@ -228,7 +229,7 @@ class Executor:
             now = time.time()
             if store:
                 self.results.add(TaskResult.from_message(
-                    message, states.FAILURE, worker=self.consumer, finished=now,
+                    message, states.FAILURE, worker=self.name, finished=now,
                     exception=exc, traceback=traceback.format_exc()),
                                  late_ack=message.id if task.acks_late else None)
             elif task.acks_late:
@@ -266,13 +267,13 @@ class Executor:
         limits = self.limits
         done = self.tasks_run
         if limits.max_tasks_per_child and done >= limits.max_tasks_per_child:
-            logger.info("executor %s ran %d tasks: replacing it", self.consumer, done)
+            logger.info("executor %s ran %d tasks: replacing it", self.name, done)
             self.recycle = self.stopping = True
         elif limits.max_memory_per_child:
             rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
             if rss_kib > limits.max_memory_per_child:
                 logger.info("executor %s uses %d KiB (max %d): replacing it",
-                            self.consumer, rss_kib, limits.max_memory_per_child)
+                            self.name, rss_kib, limits.max_memory_per_child)
                 self.recycle = self.stopping = True
 
     def _revoked(self, task: Task, message: Message, reason: str, *, expired: bool = False,
@@ -287,7 +288,7 @@ class Executor:
         late_ack = None if acked else message.id
         if not task.ignore_result:
             self.results.add(TaskResult.from_message(
-                message, states.REVOKED, worker=self.consumer, finished=time.time(),
+                message, states.REVOKED, worker=self.name, finished=time.time(),
                 exception=TaskRevokedError(reason)), late_ack=late_ack)
         elif late_ack is not None:
             self._acks.append(late_ack)
@@ -305,7 +306,7 @@ class Executor:
         late_ack = message.id if task.acks_late else None
         if store:
             self.results.add(TaskResult.from_message(
-                message, status, worker=self.consumer, started=outcome.started,
+                message, status, worker=self.name, started=outcome.started,
                 finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
             ), late_ack=late_ack)
@@ -345,4 +346,4 @@ class Executor:
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("dead-lettering message %s from queue %r: %s",
                      delivery.id, delivery.queue, reason)
-        self.broker.dead_letter(self.consumer, delivery, reason)
+        self.consumer.dead_letter(delivery, reason)

@@ -18,7 +18,7 @@ from typing import Any
 from django.db import DatabaseError, close_old_connections, connections
 
 from .. import states
-from ..brokers import Broker
+from ..brokers import Broker, Consumer
 from ..exceptions import BrokerError
 from ..models import TaskResult
 
@@ -64,6 +64,7 @@ class _Sync:
 
 
 _STOP = object()
+_OPEN = frozenset({states.PENDING, states.STARTED})
 
 
 class ResultWriter:
@@ -75,14 +76,14 @@ class ResultWriter:
     added so far is written; ``stop()`` writes the rest and ends the thread.
     """
 
-    def __init__(self, broker: Broker, consumer: str, *, interval: float = 0.02,
+    def __init__(self, broker: Broker, consumer: Consumer, *, interval: float = 0.02,
                  max_batch: int = 500) -> None:
         self.broker = broker
         self.consumer = consumer
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer}",
+        self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer.name}",
                                         daemon=True)
         self._thread.start()
 
@@ -174,10 +175,14 @@ class ResultWriter:
             close_old_connections()
             batch = self._write_one_by_one(batch)
         acks = [ack for _, ack in batch if ack is not None]
-        done = [r.task_id for r in rows if r.status in states.READY_STATES]
+        stored = [r for r, _ in batch]
+        done = [r.task_id for r in stored if r.status in states.READY_STATES]
+        # An attempt is settled once its last row (RETRY or ready) is stored:
+        # a dead executor's reaper then has nothing of it to settle.
+        settled = [r.task_id for r in stored if r.status not in _OPEN]
         try:
-            if acks:
-                self.broker.ack(self.consumer, acks)
+            if acks or settled:
+                self.consumer.ack(acks, settled=settled)
             if done:
                 self.broker.notify_done(done)
         except BrokerError as exc:

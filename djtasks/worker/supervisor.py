@@ -27,7 +27,7 @@ from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from .. import signals, states
-from ..brokers import Broker, Reaped, get_broker, reset_broker
+from ..brokers import Broker, Consumer, Fate, Reaped, get_broker, reset_broker
 from ..conf import get_settings
 from ..exceptions import BrokerError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult, exception_type
@@ -93,10 +93,16 @@ def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None
         if r.requeued:
             logger.warning("gave back %d message(s) of consumer %s", len(r.requeued),
                            r.consumer)
-        if r.fate == "dead":
+        if r.fate is Fate.DEAD:
             logger.error("task %s killed its executor %s times: dead-lettered", r.running,
                          get_settings().MAX_DEATHS)
-        if r.running is None or r.fate == "requeued":
+        for task_id in r.unsettled:
+            exc = WorkerLostError(f"{r.consumer} {why} after the task ran; its result was lost")
+            if _mark(task_id, r.consumer, states.FAILURE, exc):
+                logger.error("the result of task %s was lost with consumer %s", task_id,
+                             r.consumer)
+                done.append(task_id)
+        if r.running is None or r.fate is Fate.REQUEUED:
             continue
         exc = WorkerLostError(f"{r.consumer} {why} while running the task")
         if _mark(r.running, r.consumer, states.FAILURE, exc):
@@ -192,14 +198,18 @@ class Supervisor:
 
     # -- leases and bookkeeping ------------------------------------------------
 
+    def _handle(self, consumer: str) -> Consumer:
+        return self.broker.consumer(consumer, self.options.queues)
+
     def _consumers(self) -> list[str]:
-        return [c for _, c in self.children.values()] + [e.consumer for e in self._executors]
+        return [c for _, c in self.children.values()] + [e.name for e in self._executors]
 
     def _heartbeat(self) -> None:
         # Nothing here may kill the heartbeat: without it, other workers would
         # take this live worker's messages.
         try:
-            self.broker.heartbeat(self._consumers(), self.lease)
+            for consumer in self._consumers():
+                self._handle(consumer).renew(self.lease)
             self.broker.register_worker(self.options.hostname, self._info())
             reaped = self.broker.reap()
             if reaped:
@@ -230,8 +240,8 @@ class Supervisor:
         as a death (the worker stopped it; the task did not kill it).
         """
         try:
-            released = self.broker.release(consumer, drop_running=drop_running,
-                                           shutdown=self.stopping)
+            released = self._handle(consumer).release(drop_running=drop_running,
+                                                      shutdown=self.stopping)
         except Exception as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
             return None
@@ -304,7 +314,7 @@ class Supervisor:
             done.set()
             beater.join()
             for executor in self._executors:
-                self._release(executor.consumer)
+                self._release(executor.name)
 
     def _run_threads(self) -> None:
         threads = [threading.Thread(target=e.run, name=f"djtasks-executor-{i}", daemon=True)
@@ -325,7 +335,7 @@ class Supervisor:
 
     def _terminate_revoked_in_process(self) -> None:
         try:
-            found = self.broker.to_terminate([e.consumer for e in self._executors])
+            found = self.broker.to_terminate([e.name for e in self._executors])
         except BrokerError:  # the heartbeat reports outages
             return
         for task_id in set(found.values()) - self._terminate_warned:
@@ -340,7 +350,7 @@ class Supervisor:
         assert self._shared is not None
         consumer = self._consumer_name(slot)
         try:
-            self.broker.heartbeat([consumer], self.lease)
+            self._handle(consumer).renew(self.lease)
         except Exception as exc:  # the next heartbeat registers it
             logger.error("could not register executor %s yet: %s", consumer, exc)
         connections.close_all()  # a forked child must not share the parent's sockets
@@ -458,7 +468,7 @@ class Supervisor:
         it runs is settled as killed only if it is still ``task_id``."""
         if task_id is None:
             try:
-                task_id = self.broker.running_task(consumer) or ""
+                task_id = getattr(self._handle(consumer), "running_task", lambda: "")() or ""
             except BrokerError:  # the heartbeat reports outages
                 task_id = ""
         self._killed[pid] = (why, task_id)

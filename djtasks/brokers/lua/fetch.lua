@@ -4,7 +4,8 @@
 -- KEYS[1] = in-flight hash, KEYS[2] = scheduled zset,
 -- KEYS[3 .. 2+nwake] = wake keys, KEYS[3+nwake ..] = list keys in fetch order.
 -- ARGV[1] = count, ARGV[2] = now, ARGV[3] = nwake, ARGV[4] = revoked zset
--- key, ARGV[5] = dead-letter hash key, ARGV[6] = key prefix.
+-- key, ARGV[5] = dead-letter hash key, ARGV[6] = key prefix, ARGV[7] = etas
+-- hash key (a scheduled message's id leaves it when it comes due).
 -- Frames of revoked tasks are dropped, and returned apart so the worker can
 -- record them. A frame that is not "<id>\n<its own list key>\n<body>" (id:
 -- 1 to 255 printable ASCII characters) was not written by djtasks: it goes
@@ -19,6 +20,7 @@ local scheduled = KEYS[2]
 local revoked_key = ARGV[4]
 local dead_key = ARGV[5]
 local prefix = ARGV[6]
+local etas_key = ARGV[7]
 
 -- The id and list key of a well-formed frame, or nil.
 local function parse(frame)
@@ -50,6 +52,7 @@ for _, frame in ipairs(due) do
     local id, list = parse(frame)
     if id then
       redis.call('RPUSH', list, frame)
+      redis.call('HDEL', etas_key, id)
     else
       bury(frame, '?')
     end

@@ -14,9 +14,11 @@
 -- The running task, if still in flight (acks_late), is requeued unless its
 -- flags hold "k" (reject_on_worker_lost=False) or ARGV[4] is "drop"; one
 -- that was running in ARGV[3] dead executors goes to the dead letters.
+-- Each consumer's started set (<prefix>started:<consumer>: tasks it started
+-- whose rows it never reported written) is returned and forgotten.
 -- Returns a flat list per consumer: consumer, running id or "",
 -- what became of it ("requeued", "dropped", "dead", "acked" or ""),
--- number of requeued ids, ids...
+-- number of requeued ids, ids..., number of unsettled ids, ids...
 local prefix = ARGV[1]
 local max_deaths = tonumber(ARGV[3])
 local consumers = {}
@@ -101,6 +103,14 @@ for _, consumer in ipairs(consumers) do
     out[#out + 1] = all[i]
   end
   redis.call('DEL', inflight)
+  local started_key = prefix .. 'started:' .. consumer
+  local unsettled = {}
+  for _, id in ipairs(redis.call('SMEMBERS', started_key)) do
+    if id ~= running then unsettled[#unsettled + 1] = id end
+  end
+  out[#out + 1] = #unsettled
+  for _, id in ipairs(unsettled) do out[#out + 1] = id end
+  redis.call('DEL', started_key)
   redis.call('HDEL', KEYS[2], consumer)
   redis.call('ZREM', KEYS[1], consumer)
 end
