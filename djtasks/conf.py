@@ -19,8 +19,11 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
+from .options import QUEUE_NAME_RE, SETTING_OPTIONS
+
+__all__ = ["QUEUE_NAME_RE", "Settings", "get_settings", "load", "on_reset"]
+
 BROKER_SCHEMES = ("redis", "rediss", "unix", "cache")
-QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,24 @@ def _is_priority(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 9
 
 
+def _option_check(key: str) -> tuple[Callable[[Any], bool], str]:
+    """The check of a setting that is a task option's default, from the option table."""
+    option = SETTING_OPTIONS[key]
+
+    def check(value: Any) -> bool:
+        try:
+            option.check(key, value)
+        except TypeError:
+            return False
+        return value is not None
+
+    try:
+        option.check(key, object())
+    except TypeError as exc:  # "KEY must be <expected>, not <value>"
+        expected = str(exc).split(" must be ", 1)[1].rsplit(", not ", 1)[0]
+    return check, expected
+
+
 # key -> (check, what is expected)
 _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "BROKER_URL": (lambda v: isinstance(v, str), "a URL string such as 'redis://127.0.0.1:6379/0'"),
@@ -77,15 +98,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, str) and bool(re.match(r"^[A-Za-z0-9_.:-]{1,50}$", v)),
         "a short string of letters, digits and _.:- (no braces: it becomes the hash tag)",
     ),
-    "DEFAULT_PRIORITY": (_is_priority, "an int from 0 (lowest) to 9 (highest)"),
     "PREFETCH_MULTIPLIER": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000,
         "an int from 1 to 1000",
     ),
     "WORKER_LEASE": (_is_positive_number, "a number of seconds > 0"),
-    "TRACK_STARTED": (_is_bool, "True or False"),
-    "IGNORE_RESULT": (_is_bool, "True or False"),
-    "ACKS_LATE": (_is_bool, "True or False"),
     "MAX_MESSAGE_BYTES": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1024,
         "an int of bytes >= 1024",
@@ -94,6 +111,8 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "an int >= 1: executors a message may kill before it is dead-lettered",
     ),
+    # Defaults of task options: checked as the option table checks the option.
+    **{key: _option_check(key) for key in SETTING_OPTIONS},
 }
 
 

@@ -9,6 +9,7 @@ where Python's own hierarchy says more: argument errors are ``TypeError``
 from __future__ import annotations
 
 import builtins
+from typing import Any
 
 
 class DjtasksError(Exception):
@@ -65,7 +66,12 @@ class TaskRevokedError(DjtasksError):
 
 
 class Retry(Exception):  # Celery's name, not ...Error: it is a signal
-    """Raised by ``Task.retry()`` to tell the worker to schedule the task again.
+    """Raised by ``Task.retry()`` to tell the worker to run the task again.
+
+    It carries only intent: ``when`` (Unix timestamp, seconds) the next run
+    is due, new ``retry_args``/``retry_kwargs`` (None: the same ones) and
+    ``exc``, the exception that caused it. The worker builds the next
+    attempt from the message it ran (``Message.next_attempt``).
 
     It stands outside ``DjtasksError`` on purpose: it is not an error but a
     control-flow signal, like ``StopIteration``, and a task's broad
@@ -73,11 +79,13 @@ class Retry(Exception):  # Celery's name, not ...Error: it is a signal
     """
 
     def __init__(self, reason: str = "", exc: BaseException | None = None,
-                 when: float | None = None, retry_message: object = None) -> None:
+                 when: float | None = None, *, retry_args: list[Any] | None = None,
+                 retry_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
-        self.exc = exc  # the exception that caused the retry, if any
-        self.when = when  # Unix timestamp (seconds) of the next run
-        self.retry_message = retry_message  # the Message the worker publishes
+        self.exc = exc
+        self.when = when
+        self.retry_args = retry_args
+        self.retry_kwargs = retry_kwargs
 
 
 class MaxRetriesExceededError(DjtasksError):

@@ -8,7 +8,7 @@ import time
 import traceback as tb
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.dispatch import Signal
 
@@ -16,7 +16,9 @@ from . import codec, signals, states
 from .exceptions import Retry, SoftTimeLimitExceeded
 from .message import Message, utc_datetime
 from .request import Request, request_scope
-from .task import Task
+
+if TYPE_CHECKING:
+    from .task import Task
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -26,7 +28,7 @@ class Outcome:
     """How a run ended. Times are Unix timestamps in seconds.
 
     ``result`` is the codec-encoded return value (JSON data) on SUCCESS;
-    ``retry`` is the message to publish when the task asked for a retry.
+    ``retry`` is the task's ``Retry`` (its intent) when it asked to run again.
     """
 
     status: str
@@ -36,7 +38,7 @@ class Outcome:
     result: Any = None
     exception: BaseException | None = None
     traceback: str = ""
-    retry: Message | None = None
+    retry: Retry | None = None
 
 
 def make_request(message: Message, *, hostname: str, eager: bool = False) -> Request:
@@ -61,8 +63,10 @@ def execute(task: Task, message: Message, *, hostname: str, eager: bool = False,
             soft_time_limit: float | None = None) -> Outcome:
     """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
 
-    ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``;
-    a return value that cannot be encoded is a FAILURE saying so. With
+    ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``
+    (a ``Retry`` the task raised itself is never one of them, as in Celery);
+    a return value that cannot be encoded is a FAILURE saying so, and so is
+    a ``SystemExit`` the task raised (it must not stop the worker). With
     ``soft_time_limit`` (seconds; main thread only) ``SoftTimeLimitExceeded``
     is raised in the task body once it has run that long. Sends the
     ``task_prerun``/``task_postrun``/``task_success``/``task_failure``/
@@ -108,14 +112,14 @@ def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> 
                 if soft_time_limit:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.signal(signal.SIGALRM, previous)
+        except Retry:
+            raise
         except task.autoretry_for as exc:
             task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
     except Retry as retry:
-        return Outcome(
-            states.RETRY, started, time.time(), exception=retry.exc or retry,
-            traceback=tb.format_exc(), retry=retry.retry_message,  # type: ignore[arg-type]
-        )
-    except Exception as exc:
+        return Outcome(states.RETRY, started, time.time(), exception=retry.exc or retry,
+                       traceback=tb.format_exc(), retry=retry)
+    except (Exception, SystemExit) as exc:
         return Outcome(states.FAILURE, started, time.time(), exception=exc,
                        traceback=tb.format_exc())
     finished = time.time()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from . import codec
 from .exceptions import MessageError
+from .options import MESSAGE_OPTIONS, OPTIONS
 from .signing import get_signer
 
 PROTOCOL_VERSION = 1
@@ -18,10 +19,6 @@ _MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: datetime cannot go further
 def utc_datetime(ts: float | None) -> datetime | None:
     """A message's timestamp (seconds) as an aware UTC datetime, or None."""
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
-
-
-# Per-call options a message may carry; each overrides the task's own.
-MESSAGE_OPTIONS = frozenset({"time_limit", "soft_time_limit"})
 
 
 @dataclass(slots=True)
@@ -50,6 +47,20 @@ class Message:
     options: dict[str, Any] = field(default_factory=dict)
     encoded_args: Any = field(default=None, repr=False, compare=False)
     encoded_kwargs: Any = field(default=None, repr=False, compare=False)
+
+    def next_attempt(self, *, args: list[Any] | None, kwargs: dict[str, Any] | None,
+                     eta: float | None, now: float) -> Message:
+        """The message of this task's next run (a retry): the same id, queue,
+        priority, expiry, per-call options and lineage, ``retries + 1``, new
+        arguments if given. Follows Celery's ``Task.retry``."""
+        same = args is None and kwargs is None  # then the wire form is reused
+        return replace(
+            self, args=self.args if args is None else list(args),
+            kwargs=self.kwargs if kwargs is None else dict(kwargs), eta=eta,
+            retries=self.retries + 1, created=now, options=dict(self.options),
+            encoded_args=self.encoded_args if same else None,
+            encoded_kwargs=self.encoded_kwargs if same else None,
+        )
 
     def encoded_arguments(self) -> tuple[Any, Any]:
         """``args`` and ``kwargs`` as codec-encoded JSON data, encoded once."""
@@ -159,8 +170,12 @@ class Message:
         for key, value in self.options.items():
             if key not in MESSAGE_OPTIONS:
                 return f"option {key!r} is unknown (known: {', '.join(sorted(MESSAGE_OPTIONS))})"
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                return f"option {key!r} is {value!r}, not a number of seconds > 0"
+            try:
+                OPTIONS[key].check(key, value)
+            except TypeError as exc:
+                return f"option {exc}"
+            if value is None:
+                return f"option {key!r} is null"
         return None
 
 

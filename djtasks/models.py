@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from . import states
@@ -20,13 +20,85 @@ def exception_type(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# What a later row of a task replaces (on conflict); task_name, args, kwargs
+# and created are the caller's, written once with the PENDING row.
+UPDATE_FIELDS = [
+    "status", "queue", "priority", "result", "exception_type", "exception_message",
+    "traceback", "worker", "retries", "eta", "expires", "started", "finished",
+]
+
+
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
+    """Every state change of a ``TaskResult`` goes through these methods,
+    which follow ``states.FOLLOWS``: no state goes backwards."""
+
     def ready(self) -> TaskResultQuerySet:
         return self.filter(status__in=states.READY_STATES)
 
     def expired(self, older_than: timedelta) -> TaskResultQuerySet:
         """Finished rows whose ``finished`` time is more than ``older_than`` ago."""
         return self.ready().filter(finished__lt=timezone.now() - older_than)
+
+    def waiting(self) -> TaskResultQuerySet:
+        """Rows of tasks queued or waiting for a retry, not running."""
+        return self.filter(status__in=(states.PENDING, states.RETRY))
+
+    def lost_by(self, worker: str) -> TaskResultQuerySet:
+        """Rows a dead or killed executor ``worker`` may have left unsettled:
+        not started elsewhere, and not finished."""
+        return self.filter(
+            models.Q(status__in=(states.PENDING, states.RETRY, states.REVOKED))
+            | models.Q(status=states.STARTED, worker=worker)
+        )
+
+    def enqueued(self, message: Message) -> None:
+        """Write the caller's PENDING row of ``message``.
+
+        A ``task_id`` that has a row already (a reused id, as Celery allows)
+        is taken over by the new run: every field is the new message's.
+        Never raises ``IntegrityError``.
+        """
+        row = self.model.from_message(message, states.PENDING)
+        self.bulk_create([row], update_conflicts=True, unique_fields=["task_id"],
+                         update_fields=[*UPDATE_FIELDS, "task_name", "args", "kwargs",
+                                        "created"])
+
+    def write(self, rows: list[TaskResult]) -> list[TaskResult]:
+        """Store a worker's rows (a batch) in one transaction: each row is
+        written only if ``states.may_follow`` allows it after the stored one
+        (the last row of an id in ``rows`` stands for it). Returns the rows
+        written; the others came too late and are dropped. Raises
+        ``DatabaseError``."""
+        latest = {row.task_id: row for row in rows}
+        with transaction.atomic(using=self.db):
+            stored = {
+                task_id: (status, retries)
+                for task_id, status, retries in self.select_for_update()
+                .filter(task_id__in=list(latest)).order_by("task_id")
+                .values_list("task_id", "status", "retries")
+            }
+            allowed = [
+                row for task_id, row in latest.items()
+                if task_id not in stored or states.may_follow(*stored[task_id], row.status,
+                                                              row.retries)
+            ]
+            self.bulk_create(allowed, update_conflicts=True, unique_fields=["task_id"],
+                             update_fields=UPDATE_FIELDS)
+        return allowed
+
+    def move_to(self, status: str, *, exc: BaseException | None = None,
+                worker: str | None = None) -> int:
+        """Move the rows of this QuerySet whose state may become ``status``
+        (within their attempt) to it, with ``exc`` as their error, in one
+        UPDATE. Returns the number of rows changed."""
+        fields: dict[str, Any] = {"status": status}
+        if exc is not None:
+            fields.update(exception_type=exception_type(exc), exception_message=str(exc))
+        if worker is not None:
+            fields["worker"] = worker
+        if status in states.READY_STATES:
+            fields["finished"] = timezone.now()
+        return self.filter(status__in=states.preceding(status)).update(**fields)
 
 
 class TaskResult(models.Model):
@@ -110,6 +182,18 @@ class TaskResult(models.Model):
             created=utc_datetime(message.created),
             started=utc_datetime(started),
             finished=utc_datetime(finished),
+        )
+
+    def refused(self, error: Exception) -> TaskResult:
+        """This row as a FAILURE saying the database refused it (and why)."""
+        return TaskResult(
+            task_id=self.task_id, task_name=self.task_name, queue=self.queue, priority=0,
+            status=states.FAILURE, args=[], kwargs={}, result=None,
+            exception_type="djtasks.exceptions.TaskError",
+            exception_message=f"the {self.status} row of this task could not be stored: {error}",
+            traceback="", worker=self.worker, created=self.created,
+            retries=min(self.retries, 2**31 - 1),  # what every database's column holds
+            started=self.started, finished=self.finished,
         )
 
     @property

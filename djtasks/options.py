@@ -1,25 +1,91 @@
-"""Validation of task and call options (``TypeError`` naming the option)."""
+"""The one option table: every task and call option, declared once.
+
+Each ``Option`` says its default, how a value is checked, and where it may
+be given: on ``@shared_task`` (``task``), per call to ``apply_async``
+(``call``), carried in the message so a worker applies it (``carried``),
+and the ``DJTASKS`` setting that gives its default (``setting``). ``Task``,
+``apply_async``, the message decoder, ``conf`` and the system checks all
+read this table (docs/celery.md lists the options with Celery's names).
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from .conf import QUEUE_NAME_RE
+QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_seconds(name: str, value: Any, *, allow_none: bool = True) -> None:
+    """Raise ``TypeError`` unless ``value`` is a number of seconds >= 0 (or None)."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not _number(value) or value < 0:
         raise TypeError(f"{name} must be a number of seconds >= 0, not {value!r}")
 
 
-def check_limits(time_limit: Any, soft_time_limit: Any) -> None:
-    for name, value in (("time_limit", time_limit), ("soft_time_limit", soft_time_limit)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise TypeError(f"{name} must be a number of seconds > 0, not {value!r}")
+def check_limit(name: str, value: Any) -> None:
+    """A time limit: None, or a number of seconds > 0."""
+    if value is not None and (not _number(value) or value <= 0):
+        raise TypeError(f"{name} must be a number of seconds > 0, not {value!r}")
+
+
+def check_priority(name: str, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9
+    ):
+        raise TypeError(f"{name} must be an int from 0 (lowest) to 9 (highest), not {value!r}")
+
+
+def check_queue(name: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, str) and QUEUE_NAME_RE.match(value)):
+        raise TypeError(
+            f"{name} must be a name of letters, digits and _.:- (1 to 200 characters), "
+            f"not {value!r}"
+        )
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
+def _check_max_retries(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 0):
+        raise TypeError(f"{name} must be an int >= 0 or None, not {value!r}")
+
+
+def _check_delay(name: str, value: Any) -> None:
+    check_seconds(name, value, allow_none=False)
+
+
+def _check_backoff(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        check_seconds(name, value, allow_none=False)
+
+
+def _check_exceptions(name: str, value: Any) -> None:
+    if not isinstance(value, tuple | list) or not all(
+        isinstance(c, type) and issubclass(c, BaseException) for c in value
+    ):
+        raise TypeError(f"{name} must be exception classes, not {value!r}")
+
+
+def _check_expires(name: str, value: Any) -> None:
+    if not isinstance(value, datetime):
+        check_seconds(name, value)
+
+
+def _check_rate(name: str, value: Any) -> None:
+    parse_rate(value)
 
 
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -49,16 +115,67 @@ def parse_rate(rate: str | float | None) -> float | None:
     )
 
 
-def check_priority(value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 9
-    ):
-        raise TypeError(f"priority must be an int from 0 (lowest) to 9 (highest), not {value!r}")
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option. ``check(name, value)`` raises ``TypeError`` naming the option."""
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None]
+    task: bool = True  # @shared_task(name=...)
+    call: bool = False  # apply_async(name=...), overriding the task's
+    carried: bool = False  # travels in Message.options; the worker applies it
+    setting: str | None = None  # DJTASKS key that is the default when the task gives None
 
 
-def check_queue(value: Any) -> None:
-    if value is not None and not (isinstance(value, str) and QUEUE_NAME_RE.match(value)):
+OPTIONS: dict[str, Option] = {o.name: o for o in (
+    Option("queue", None, check_queue, call=True),
+    Option("priority", None, check_priority, call=True, setting="DEFAULT_PRIORITY"),
+    Option("max_retries", 3, _check_max_retries),
+    Option("default_retry_delay", 180, _check_delay),
+    Option("autoretry_for", (), _check_exceptions),
+    Option("retry_backoff", False, _check_backoff),
+    Option("retry_backoff_max", 600, _check_delay),
+    Option("retry_jitter", True, _check_bool),
+    Option("acks_late", None, _check_bool, setting="ACKS_LATE"),
+    Option("reject_on_worker_lost", None, _check_bool),
+    Option("ignore_result", None, _check_bool, setting="IGNORE_RESULT"),
+    Option("track_started", None, _check_bool, setting="TRACK_STARTED"),
+    Option("expires", None, _check_expires, call=True),
+    Option("time_limit", None, check_limit, call=True, carried=True),
+    Option("soft_time_limit", None, check_limit, call=True, carried=True),
+    Option("rate_limit", None, _check_rate),
+)}
+
+TASK_OPTIONS = tuple(o for o in OPTIONS.values() if o.task)
+CALL_OPTIONS = tuple(o for o in OPTIONS.values() if o.call)
+MESSAGE_OPTIONS = frozenset(o.name for o in OPTIONS.values() if o.carried)
+SETTING_OPTIONS = {o.setting: o for o in OPTIONS.values() if o.setting}
+
+
+def task_options(given: dict[str, Any], defaults: Callable[[str, Any], Any]) -> dict[str, Any]:
+    """Validate ``@shared_task`` options: every task option's value, from
+    ``given`` or else ``defaults(name, table default)`` (a Task subclass's
+    class attribute). Raises ``TypeError`` for an unknown option or a bad
+    value, naming it."""
+    unknown = sorted(set(given) - {o.name for o in TASK_OPTIONS})
+    if unknown:
         raise TypeError(
-            f"queue must be a name of letters, digits and _.:- (1 to 200 characters), "
-            f"not {value!r}"
+            f"unknown task option(s) {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(o.name for o in TASK_OPTIONS))}"
         )
+    values = {}
+    for option in TASK_OPTIONS:
+        value = given[option.name] if option.name in given else defaults(option.name,
+                                                                        option.default)
+        option.check(option.name, value)
+        values[option.name] = tuple(value) if option.name == "autoretry_for" else value
+    return values
+
+
+def call_options(given: dict[str, Any]) -> None:
+    """Check per-call overrides (``apply_async``); None means "the task's"."""
+    for option in CALL_OPTIONS:
+        value = given.get(option.name)
+        if value is not None:
+            option.check(option.name, value)

@@ -158,7 +158,8 @@ class AsyncResult:
 
 def revoke(task_id: str | list[str], *, terminate: bool = False) -> None:
     """Revoke tasks: a queued or scheduled task never starts, on any worker,
-    also one that starts later (revocations are kept in the broker for a day).
+    also one that starts later (revocations are kept in the broker for a day, and a day past a
+    scheduled task's eta).
 
     The task's row becomes REVOKED at once unless it has already finished.
     ``terminate=True`` also kills it where it is running, on the prefork
@@ -166,18 +167,14 @@ def revoke(task_id: str | list[str], *, terminate: bool = False) -> None:
     "terminated"). Follows Celery's ``revoke``; unlike Celery, it holds for
     workers that start after the call.
     """
-    from django.utils import timezone
-
     from .brokers import get_broker
     from .models import TaskResult
 
     ids = [task_id] if isinstance(task_id, str) else list(task_id)
     # A running task (not terminated) ends as it ends: only idle ones are REVOKED now.
     idle = get_broker().revoke(ids, terminate=terminate)
-    TaskResult.objects.filter(
-        task_id__in=idle, status__in=[states.PENDING, states.RETRY]
-    ).update(status=states.REVOKED, exception_type="djtasks.exceptions.TaskRevokedError",
-             exception_message="revoked", finished=timezone.now())
+    TaskResult.objects.filter(task_id__in=idle).waiting().move_to(
+        states.REVOKED, exc=TaskRevokedError("revoked"))
     get_broker().notify_done(ids)
 
 

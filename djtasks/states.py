@@ -14,3 +14,31 @@ READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 UNREADY_STATES = frozenset({PENDING, STARTED, RETRY})
 EXCEPTION_STATES = frozenset({FAILURE, RETRY, REVOKED})
 CHOICES = [(s, s.capitalize()) for s in ALL_STATES]
+
+# Which state may follow which within one attempt (one value of ``retries``).
+# Every TaskResult change goes through TaskResultQuerySet, which asks
+# ``may_follow``: no state goes backwards (a late STARTED never overwrites
+# SUCCESS), and a finished row is reopened only by a later attempt of the
+# same id (a retry) or by a new enqueue of the id (``enqueued``).
+FOLLOWS: dict[str, frozenset[str]] = {
+    PENDING: frozenset({PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED}),
+    STARTED: frozenset({STARTED, RETRY, SUCCESS, FAILURE, REVOKED}),
+    # Waiting for its next run: it may be revoked, or that run lost unstarted.
+    RETRY: frozenset({FAILURE, REVOKED}),
+    SUCCESS: frozenset(),
+    FAILURE: frozenset(),
+    REVOKED: frozenset({REVOKED}),
+}
+
+
+def may_follow(old: str, old_retries: int, new: str, new_retries: int) -> bool:
+    """Whether a row in ``old`` (attempt ``old_retries``) may become ``new``
+    (attempt ``new_retries``): a later attempt always may, an earlier never."""
+    if new_retries != old_retries:
+        return new_retries > old_retries
+    return new in FOLLOWS[old]
+
+
+def preceding(new: str) -> list[str]:
+    """The states a row may leave for ``new`` within its attempt."""
+    return [old for old, nexts in FOLLOWS.items() if new in nexts]

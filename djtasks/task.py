@@ -1,8 +1,8 @@
 """``@shared_task`` and ``Task``: options, ``delay``/``apply_async``/``apply``, ``retry``.
 
 Names, options and semantics follow Celery's ``Task``; the differences are
-that every option is a keyword argument the signature shows, and that the
-registry is explicit (no proxies, no "current app").
+that the registry is explicit (no proxies, no "current app") and that
+every option is checked against one table (djtasks/options.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import update_wrapper
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, overload
 
 from django.conf import settings as django_settings
@@ -24,7 +25,7 @@ from . import codec
 from .conf import get_settings
 from .exceptions import MaxRetriesExceededError, Retry, TaskArgumentError
 from .message import Message
-from .options import check_limits, check_priority, check_queue, check_seconds, parse_rate
+from .options import MESSAGE_OPTIONS, OPTIONS, call_options, check_seconds, parse_rate, task_options
 from .registry import registry
 from .request import Request, current_request, request_scope
 
@@ -32,12 +33,23 @@ if TYPE_CHECKING:
     from .result import AsyncResult, EagerResult
 
 _TASK_ID_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")  # what the broker's frame allows
+_FROM_SETTINGS = ("acks_late", "ignore_result", "track_started")  # None: read at use
+
+
+def _door() -> ModuleType:
+    """The enqueue module. Imported at the first call, not at import time:
+    it needs the models, and ``djtasks/__init__`` imports this module before
+    Django's apps are ready."""
+    from . import enqueue
+
+    return enqueue
 
 
 class Task:
     """A registered task: call it, ``delay()`` it, ``apply_async()`` it.
 
-    Options (all keyword-only, Celery's names and defaults):
+    Options (keyword-only, Celery's names and defaults; each is declared in
+    djtasks/options.py with its check, and docs/celery.md lists them):
 
     - ``name``: registry name, default ``module.function``.
     - ``bind``: pass the task as first argument, for ``self.request`` and
@@ -64,31 +76,27 @@ class Task:
     - ``track_started``: record STARTED when a worker begins it.
     - ``expires``: seconds after publishing (or a datetime) after which a
       task that has not started is not run and ends REVOKED.
+
+    Raises ``TypeError`` for an unknown option or a bad value.
     """
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        bind: bool = False,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_retries: int | None = 3,
-        default_retry_delay: float = 180,
-        autoretry_for: Sequence[type[BaseException]] = (),
-        retry_backoff: bool | float = False,
-        retry_backoff_max: float = 600,
-        retry_jitter: bool = True,
-        acks_late: bool | None = None,
-        reject_on_worker_lost: bool | None = None,
-        ignore_result: bool | None = None,
-        track_started: bool | None = None,
-        expires: float | datetime | None = None,
-        time_limit: float | None = None,
-        soft_time_limit: float | None = None,
-        rate_limit: str | float | None = None,
-    ) -> None:
+    # The option values (declared, with defaults and checks, in options.py).
+    queue: str | None
+    priority: int | None
+    max_retries: int | None
+    default_retry_delay: float
+    autoretry_for: tuple[type[BaseException], ...]
+    retry_backoff: bool | float
+    retry_backoff_max: float
+    retry_jitter: bool
+    reject_on_worker_lost: bool | None
+    expires: float | datetime | None
+    time_limit: float | None
+    soft_time_limit: float | None
+    rate_limit: str | float | None
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None, bind: bool = False,
+                 **options: Any) -> None:
         if not callable(fn):
             raise TypeError(f"@shared_task needs a function, not {fn!r}")
         self.fn = fn
@@ -96,58 +104,43 @@ class Task:
         self.name = name or f"{fn.__module__}.{fn.__name__}"
         if not isinstance(self.name, str) or not self.name or "\n" in self.name:
             raise TypeError(f"task name must be a non-empty string, not {self.name!r}")
-        check_queue(queue)
-        check_priority(priority)
-        if max_retries is not None and (not isinstance(max_retries, int) or max_retries < 0):
-            raise TypeError(f"max_retries must be an int >= 0 or None, not {max_retries!r}")
-        check_seconds("default_retry_delay", default_retry_delay, allow_none=False)
-        check_seconds("retry_backoff_max", retry_backoff_max, allow_none=False)
-        if not isinstance(retry_backoff, bool):
-            check_seconds("retry_backoff", retry_backoff, allow_none=False)
-        autoretry_for = tuple(autoretry_for)
-        if not all(isinstance(c, type) and issubclass(c, BaseException) for c in autoretry_for):
-            raise TypeError(f"autoretry_for must be exception classes, not {autoretry_for!r}")
-        if not isinstance(expires, datetime):
-            check_seconds("expires", expires)
-        check_limits(time_limit, soft_time_limit)
-        self.rate_limit = rate_limit
-        self.rate_per_second = parse_rate(rate_limit)
         self.bind = bind
-        self.queue = queue
-        self.priority = priority
-        self.max_retries = max_retries
-        self.default_retry_delay = default_retry_delay
-        self.autoretry_for = autoretry_for
-        self.retry_backoff = retry_backoff
-        self.retry_backoff_max = retry_backoff_max
-        self.retry_jitter = retry_jitter
-        self._acks_late = acks_late
-        self.reject_on_worker_lost = reject_on_worker_lost
-        self.time_limit = time_limit
-        self.soft_time_limit = soft_time_limit
-        self._ignore_result = ignore_result
-        self._track_started = track_started
-        self.expires = expires
+        self.options = task_options(options, self._class_default)
+        for key, value in self.options.items():
+            if key not in _FROM_SETTINGS:
+                setattr(self, key, value)
+        self.rate_per_second = parse_rate(self.rate_limit)
         self._signature = inspect.signature(fn)
         update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
 
+    @classmethod
+    def _class_default(cls, key: str, default: Any) -> Any:
+        """A subclass's class attribute is the default of an option not given
+        (the properties below read the setting instead)."""
+        value = getattr(cls, key, default)
+        return default if isinstance(value, property) else value
+
     # Options whose default is a setting are read at use, so override_settings works.
+    def _from_settings(self, key: str) -> Any:
+        value = self.options[key]
+        if value is None:
+            return getattr(get_settings(), OPTIONS[key].setting or "")
+        return value
+
     @property
     def acks_late(self) -> bool:
-        return get_settings().ACKS_LATE if self._acks_late is None else self._acks_late
+        return bool(self._from_settings("acks_late"))
 
     @property
     def ignore_result(self) -> bool:
-        s = get_settings()
-        return s.IGNORE_RESULT if self._ignore_result is None else self._ignore_result
+        return bool(self._from_settings("ignore_result"))
 
     @property
     def track_started(self) -> bool:
-        s = get_settings()
-        return s.TRACK_STARTED if self._track_started is None else self._track_started
+        return bool(self._from_settings("track_started"))
 
     @property
     def request(self) -> Request:
@@ -198,33 +191,24 @@ class Task:
         ``soft_time_limit`` (seconds) override the task's. ``on_commit``
         (default ``DJTASKS['ENQUEUE_ON_COMMIT']``) publishes when the
         transaction on ``using`` commits, so a rollback leaves no trace.
+        ``task_id`` may name a task that exists: the new run takes over its
+        row (docs/delivery.md).
 
         Raises ``TaskArgumentError`` (a ``TypeError``) before anything is
         written if an argument cannot travel in a message, and ``TypeError``
-        for a bad option.
+        for a bad option. With ``ALWAYS_EAGER`` the task runs here instead
+        (an ``EagerResult``).
         """
-        from .transaction import enqueue, enqueue_eager
-
-        s = get_settings()
         message = self.build_message(
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
-            priority=priority, task_id=task_id,
+            priority=priority, task_id=task_id, time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
         )
-        check_limits(time_limit, soft_time_limit)
         if django_settings.DEBUG:
             from .lint.runtime import warn_if_serialized
 
             warn_if_serialized(self.name, message.args, message.kwargs)
-        if time_limit is not None:
-            message.options["time_limit"] = time_limit
-        if soft_time_limit is not None:
-            message.options["soft_time_limit"] = soft_time_limit
-        envelope = self.encode_message(message)
-        if on_commit is None:
-            on_commit = s.ENQUEUE_ON_COMMIT
-        if s.ALWAYS_EAGER:
-            return enqueue_eager(self, message, envelope, on_commit=on_commit, using=using)
-        return enqueue(self, message, envelope, on_commit=on_commit, using=using)
+        return _door().enqueue(self, message, on_commit=on_commit, using=using)
 
     def apply(
         self,
@@ -244,15 +228,7 @@ class Task:
         (default False, Celery's ``task_eager_propagates``), else the result
         holds it. No row is written.
         """
-        from .message import dump_envelope
-        from .result import EagerResult
-
-        message = self.build_message(args, kwargs, task_id=task_id)
-        # The task sees its arguments as a worker would: through JSON.
-        message = Message.decode(dump_envelope(self.encode_message(message)))
-        result = EagerResult(message.id)
-        EagerRun(self, message, result)()
-        return result
+        return _door().apply(self, self.build_message(args, kwargs, task_id=task_id))
 
     # -- messages ------------------------------------------------------------
 
@@ -267,9 +243,10 @@ class Task:
         queue: str | None = None,
         priority: int | None = None,
         task_id: str | None = None,
-        retries: int = 0,
+        time_limit: float | None = None,
+        soft_time_limit: float | None = None,
     ) -> Message:
-        """The message for one run; validates options (``TypeError``)."""
+        """The message for one run, whole; validates the options (``TypeError``)."""
         s = get_settings()
         if args is None:
             args = []
@@ -286,8 +263,9 @@ class Task:
                 "task_id must be 1 to 255 printable ASCII characters without spaces "
                 f"(a UUID, a slug): {task_id!r}"
             )
-        check_queue(queue)
-        check_priority(priority)
+        per_call = {"queue": queue, "priority": priority, "expires": expires,
+                    "time_limit": time_limit, "soft_time_limit": soft_time_limit}
+        call_options(per_call)
         now = timezone.now().timestamp()
         if countdown is not None and eta is not None:
             raise TypeError("pass countdown or eta, not both")
@@ -303,7 +281,6 @@ class Task:
         if isinstance(expires, datetime):
             expires_ts = _timestamp("expires", expires)
         elif expires is not None:
-            check_seconds("expires", expires)
             expires_ts = now + expires
         route = self._route(s)
         parent = current_request()
@@ -316,10 +293,10 @@ class Task:
             priority=_first(priority, self.priority, route.get("priority"), s.DEFAULT_PRIORITY),
             eta=eta_ts,
             expires=expires_ts,
-            retries=retries,
             parent_id=parent.id if parent else None,
             root_id=(parent.root_id or parent.id) if parent and parent.id else None,
             created=now,
+            options={k: per_call[k] for k in sorted(MESSAGE_OPTIONS) if per_call[k] is not None},
         )
 
     def _route(self, s: Any) -> dict[str, Any]:
@@ -385,10 +362,12 @@ class Task:
 
         Semantics follow Celery's ``Task.retry``: the same task id runs again
         with ``request.retries + 1``, after ``countdown`` seconds (default
-        ``default_retry_delay``) or at ``eta``, on the same queue. Past
-        ``max_retries`` it raises ``exc`` if given, else
-        ``MaxRetriesExceededError``. Called outside a worker (a plain call),
-        it raises ``exc`` or ``Retry`` at once.
+        ``default_retry_delay``) or at ``eta``, on the same queue, with new
+        ``args``/``kwargs`` if given. Past ``max_retries`` it raises ``exc``
+        if given, else ``MaxRetriesExceededError``. Called outside a worker
+        (a plain call), it raises ``exc`` or ``Retry`` at once. The worker
+        builds the next run from the message it ran; new arguments that
+        cannot travel end the task FAILURE with ``TaskArgumentError``.
         """
         req = self.request
         if req.called_directly:
@@ -400,21 +379,18 @@ class Task:
             raise MaxRetriesExceededError(
                 f"{self.name}[{req.id}] retried {req.retries} times (max_retries={limit})"
             )
-        if countdown is None and eta is None:
-            countdown = self.default_retry_delay
-        assert req.message is not None
-        message = self.build_message(
-            req.args if args is None else args,
-            req.kwargs if kwargs is None else kwargs,
-            countdown=countdown, eta=eta, queue=req.message.queue,
-            priority=req.message.priority, task_id=req.id, retries=req.retries + 1,
-        )
-        message.expires = req.message.expires
-        message.options = dict(req.message.options)  # per-call time limits hold on retries
-        message.parent_id, message.root_id = req.message.parent_id, req.message.root_id
-        self.encode_message(message)  # new args that cannot travel fail the task here
-        reason = f"retry in {countdown}s" if countdown is not None else f"retry at {eta}"
-        raise Retry(reason, exc=exc, when=message.eta, retry_message=message)
+        if countdown is not None and eta is not None:
+            raise TypeError("pass countdown or eta, not both")
+        if eta is not None:
+            when, reason = _timestamp("eta", eta), f"retry at {eta}"
+        else:
+            if countdown is None:
+                countdown = self.default_retry_delay
+            check_seconds("countdown", countdown)
+            when, reason = timezone.now().timestamp() + countdown, f"retry in {countdown}s"
+        raise Retry(reason, exc=exc, when=when,
+                    retry_args=None if args is None else list(args),
+                    retry_kwargs=None if kwargs is None else dict(kwargs))
 
     def backoff_countdown(self, retries: int) -> float:
         """Countdown (seconds) before automatic retry number ``retries + 1``."""
@@ -446,26 +422,6 @@ def _timestamp(name: str, value: Any) -> float:
     if timezone.is_naive(value):
         value = timezone.make_aware(value)
     return value.timestamp()
-
-
-class EagerRun:
-    """Run a message inline and fill an ``EagerResult`` (``ALWAYS_EAGER``, ``apply``)."""
-
-    def __init__(self, task: Task, message: Message, result: EagerResult) -> None:
-        self.task, self.message, self.result = task, message, result
-
-    def __call__(self) -> None:
-        from .execute import execute
-
-        message = self.message
-        while True:
-            outcome = execute(self.task, message, hostname="eager", eager=True)
-            if outcome.retry is None:
-                break
-            message = outcome.retry
-        self.result._settle(outcome)
-        if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
-            raise outcome.exception
 
 
 @overload

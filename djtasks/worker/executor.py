@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from django.db import close_old_connections
 
-from .. import signals, states
+from .. import enqueue, signals, states
 from ..brokers import Broker, Consumer, Delivery, Started
 from ..exceptions import (
     BrokerError,
@@ -299,23 +299,25 @@ class Executor:
 
     def _record(self, task: Task, message: Message, outcome: Outcome, store: bool) -> None:
         assert self.results is not None
+        # The next attempt goes through the enqueue door's checks first: one
+        # that cannot travel makes this run a FAILURE instead of a RETRY.
+        attempt = enqueue.retry(task, message, outcome) if outcome.retry is not None else None
         if outcome.status == states.FAILURE:
             logger.error("task %s[%s] failed: %s", message.task, message.id,
                          outcome.traceback.rstrip())
-        status = states.RETRY if outcome.retry is not None else outcome.status
         late_ack = message.id if task.acks_late else None
         if store:
             self.results.add(TaskResult.from_message(
-                message, status, worker=self.name, started=outcome.started,
+                message, outcome.status, worker=self.name, started=outcome.started,
                 finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
             ), late_ack=late_ack)
         elif late_ack is not None:
             self._acks.append(late_ack)
-        if outcome.retry is not None:
-            self._publish_retry(message, outcome.retry)
+        if attempt is not None:
+            self._publish_retry(message, attempt)
 
-    def _publish_retry(self, message: Message, retry: Message) -> None:
+    def _publish_retry(self, message: Message, attempt: enqueue.Outgoing) -> None:
         """Publish the next run (same id) once this run's row and ack are settled.
 
         Settling first matters: the next run could otherwise be fetched by
@@ -325,17 +327,20 @@ class Executor:
         assert self.results is not None
         self.results.sync()
         backoff = 0.5
-        body = retry.encode()
+        retry = attempt.message
         while True:
             try:
                 self._flush_acks()
-                self.broker.publish([(retry, body)])
+                enqueue.publish([attempt])
                 break
             except BrokerError as exc:
                 if self.stopping:
                     logger.error("retry %d of %s[%s] is lost: the worker is stopping and "
                                  "the broker is down (%s)", retry.retries, message.task,
                                  message.id, exc)
+                    # Its row must not wait in RETRY for a run that will not come.
+                    TaskResult.objects.filter(task_id=message.id).move_to(
+                        states.FAILURE, exc=BrokerError(f"its retry could not be published: {exc}"))
                     return
                 logger.error("could not publish retry %d of %s[%s], again in %.1fs: %s",
                              retry.retries, message.task, message.id, backoff, exc)

@@ -2,9 +2,10 @@
 
 The executor hands each state to ``ResultWriter.add()`` and goes on with
 the next task; the writer thread collects what arrives within ``interval``
-seconds and writes it in one upsert (one INSERT ... ON CONFLICT and one
-commit), then sends the done notices and the late acks that waited for those
-rows. Per task that is a fraction of a database round trip instead of two.
+seconds and writes it in one transaction (``TaskResult.objects.write``: the
+stored states read and locked, then one INSERT ... ON CONFLICT), then sends
+the done notices and the late acks that waited for those rows. Per task that
+is a fraction of a database round trip instead of two.
 """
 
 from __future__ import annotations
@@ -23,38 +24,6 @@ from ..exceptions import BrokerError
 from ..models import TaskResult
 
 logger = logging.getLogger("djtasks.worker")
-
-# On conflict (the caller's PENDING row exists) these are overwritten; the
-# insert path also fills task_name, args, kwargs and created.
-UPDATE_FIELDS = [
-    "status", "queue", "priority", "result", "exception_type", "exception_message",
-    "traceback", "worker", "retries", "eta", "expires", "started", "finished",
-]
-
-
-def _unstorable(row: TaskResult, error: Exception) -> TaskResult:
-    """``row`` as a FAILURE whose result the database refused, with the reason."""
-    return TaskResult(
-        task_id=row.task_id, task_name=row.task_name, queue=row.queue, priority=0,
-        status=states.FAILURE, args=[], kwargs={}, result=None,
-        exception_type="djtasks.exceptions.TaskError",
-        exception_message=f"the {row.status} row of this task could not be stored: {error}",
-        traceback="", worker=row.worker, retries=0, created=row.created,
-        started=row.started, finished=row.finished,
-    )
-
-
-def upsert(rows: list[TaskResult]) -> None:
-    """Write ``rows`` in one INSERT ... ON CONFLICT (task_id) DO UPDATE.
-
-    The last row of a task id wins. Raises ``DatabaseError``.
-    """
-    latest = {row.task_id: row for row in rows}
-    TaskResult.objects.bulk_create(
-        list(latest.values()), update_conflicts=True, unique_fields=["task_id"],
-        update_fields=UPDATE_FIELDS,
-    )
-
 
 class _Sync:
     """A marker in the writer's queue: set once everything before it is written."""
@@ -149,16 +118,16 @@ class ResultWriter:
         stored = []
         for row, ack in batch:
             try:
-                upsert([row])
+                TaskResult.objects.write([row])
                 stored.append((row, ack))
                 continue
             except DatabaseError as exc:
                 close_old_connections()
                 error = exc
             logger.error("could not store the result of task %s: %s", row.task_id, error)
-            fallback = _unstorable(row, error)
+            fallback = row.refused(error)
             try:
-                upsert([fallback])
+                TaskResult.objects.write([fallback])
                 stored.append((fallback, ack))
             except DatabaseError:
                 close_old_connections()
@@ -170,7 +139,7 @@ class ResultWriter:
         rows = [row for row, _ in batch]
         close_old_connections()
         try:
-            upsert(rows)
+            TaskResult.objects.write(rows)  # rows that came too late are dropped
         except DatabaseError:
             close_old_connections()
             batch = self._write_one_by_one(batch)

@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from types import FrameType
 
 from django.db import close_old_connections, connections
-from django.utils import timezone
 
 from .. import signals, states
 from ..brokers import Broker, Consumer, Fate, Reaped, get_broker, reset_broker
 from ..conf import get_settings
 from ..exceptions import BrokerError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
-from ..models import TaskResult, exception_type
+from ..models import TaskResult
 from ..utils import install_task_record_factory
 from .executor import RECYCLE, ColdShutdown, Executor, Limits
 from .slots import SharedSlots, SlotState
@@ -66,23 +65,13 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _mark(task_id: str, consumer: str, status: str, exc: BaseException, *,
-          revoked_too: bool = False) -> int:
-    """Set the row of a task ``consumer`` was running to ``status`` with ``exc``.
-
-    Only a PENDING row (its STARTED row was never written) or one STARTED by
-    this consumer changes: RETRY, SUCCESS and FAILURE rows were written after
-    the run ended. ``revoked_too`` also replaces a REVOKED row (``revoke()``
-    marked it before the supervisor terminated it). Returns rows changed.
-    """
-    rows = TaskResult.objects.filter(task_id=task_id)
-    rows = rows.filter(status=states.PENDING) | rows.filter(
-        status=states.STARTED, worker=consumer)
-    if revoked_too:
-        rows |= TaskResult.objects.filter(task_id=task_id, status=states.REVOKED)
-    return rows.update(status=status, exception_type=exception_type(exc),
-                       exception_message=str(exc), worker=consumer,
-                       finished=timezone.now())
+def _mark(task_id: str, consumer: str, status: str, exc: BaseException) -> int:
+    """Settle the row of a task ``consumer`` was running, or had run without
+    its row being written, as ``status`` with ``exc``: unless it was started
+    elsewhere or has finished (``TaskResult.objects.lost_by``). Returns rows
+    changed."""
+    return TaskResult.objects.filter(task_id=task_id).lost_by(consumer).move_to(
+        status, exc=exc, worker=consumer)
 
 
 def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None:
@@ -454,7 +443,7 @@ class Supervisor:
             status = states.FAILURE
         else:
             exc, status = TaskRevokedError("terminated"), states.REVOKED
-        if _mark(task_id, consumer, status, exc, revoked_too=why == "terminate"):
+        if _mark(task_id, consumer, status, exc):
             self.broker.notify_done([task_id])
         logger.error("task %s: %s", task_id, exc)
         if why == "terminate":

@@ -1,0 +1,181 @@
+"""The one door every message enters by: its body, the size check, the
+publish signals, the PENDING row, on-commit publishing, the eager switch and
+retries (docs/delivery.md, "How a task is enqueued").
+
+- ``enqueue`` (``apply_async``): the PENDING row in the caller's
+  transaction; the message published at commit, or at once.
+- ``retry``: the next attempt of a message a worker (or an eager run) ran,
+  under the same checks, published by ``publish``.
+- ``apply``: run a message in this process.
+
+``before_task_publish`` is sent once a message is sure to be published
+(its size checked, its transaction committed), ``after_task_publish`` once
+the broker has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback as tb
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from django.db import router, transaction
+
+from . import signals, states
+from .brokers import get_broker
+from .conf import get_settings
+from .exceptions import BrokerError, TaskArgumentError
+from .execute import Outcome, execute
+from .message import Message, dump_envelope
+from .models import TaskResult
+from .result import AsyncResult, EagerResult
+
+if TYPE_CHECKING:
+    from .task import Task
+
+logger = logging.getLogger("djtasks.publish")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """A message ready for the broker: its envelope (JSON data) and signed body."""
+
+    message: Message
+    envelope: dict[str, Any]
+    body: bytes
+
+
+def prepare(task: Task, message: Message) -> Outgoing:
+    """Encode and sign ``message``; raise ``TaskArgumentError`` if an argument
+    cannot travel or the body is over ``MAX_MESSAGE_BYTES``."""
+    envelope = task.encode_message(message)
+    body = dump_envelope(envelope)
+    limit = get_settings().MAX_MESSAGE_BYTES
+    if len(body) > limit:
+        raise TaskArgumentError(
+            f"{message.task.rsplit('.', 1)[-1]}(...): the message is {len(body):,} bytes, "
+            f"more than DJTASKS['MAX_MESSAGE_BYTES'] ({limit:,}); pass ids or a storage "
+            "path instead of large data"
+        )
+    return Outgoing(message, envelope, body)
+
+
+def publish(outgoing: Sequence[Outgoing]) -> None:
+    """Hand messages to the broker in one call, with the publish signals.
+    Raises ``BrokerError`` (then ``after_task_publish`` is not sent)."""
+    for out in outgoing:
+        signals.before_task_publish.send(
+            sender=out.message.task, body=out.envelope, exchange="",
+            routing_key=out.message.queue, headers={}, properties={}, declare=[],
+            retry_policy=None,
+        )
+    get_broker().publish([(out.message, out.body) for out in outgoing])
+    for out in outgoing:
+        signals.after_task_publish.send(sender=out.message.task, body=out.envelope,
+                                        exchange="", routing_key=out.message.queue)
+
+
+def _waits_for_commit(on_commit: bool, using: str) -> bool:
+    """Whether to act when the transaction on ``using`` commits. Asked here
+    rather than by ``on_commit()``, which opens a connection outside one."""
+    return on_commit and transaction.get_connection(using).in_atomic_block
+
+
+def enqueue(task: Task, message: Message, *, on_commit: bool | None,
+            using: str | None) -> AsyncResult | EagerResult:
+    """Send ``message`` to run ``task``; return its result at once.
+
+    Writes the PENDING row (unless ``ignore_result``). Inside
+    ``transaction.atomic()`` on ``using`` with ``on_commit`` (default
+    ``ENQUEUE_ON_COMMIT``), the message is published when the transaction
+    commits; a rollback removes the row and nothing is published. A broker
+    error at commit time is logged with the task id and the row stays
+    PENDING. Publishing at once raises ``BrokerError`` and removes the row.
+    With ``ALWAYS_EAGER`` the task runs in this process instead (on commit,
+    with ``on_commit``), through the same body checks. Raises
+    ``TaskArgumentError`` before anything is written.
+    """
+    s = get_settings()
+    out = prepare(task, message)
+    using = using or router.db_for_write(TaskResult)
+    waits = _waits_for_commit(s.ENQUEUE_ON_COMMIT if on_commit is None else on_commit, using)
+    if s.ALWAYS_EAGER:
+        result = EagerResult(message.id)
+        run = partial(_run_eager, task, Message.decode(out.body), result)
+        if waits:
+            transaction.on_commit(run, using=using)
+        else:
+            run()
+        return result
+    if not task.ignore_result:
+        TaskResult.objects.using(using).enqueued(message)
+    if waits:
+        transaction.on_commit(partial(_publish_after_commit, out), using=using)
+    else:
+        try:
+            publish([out])
+        except BrokerError:
+            # The caller gets the error; a PENDING row would claim a task exists.
+            TaskResult.objects.using(using).filter(task_id=message.id).delete()
+            raise
+    return AsyncResult(message.id, task_name=message.task)
+
+
+def _publish_after_commit(out: Outgoing) -> None:
+    try:
+        publish([out])
+    except BrokerError as exc:
+        # The commit has happened; failing the caller now would not undo it.
+        logger.error(
+            "could not publish task %s[%s] after commit; its TaskResult row stays "
+            "PENDING: %s", out.message.task, out.message.id, exc,
+        )
+
+
+def retry(task: Task, message: Message, outcome: Outcome) -> Outgoing | None:
+    """The next attempt of ``message``, whose run ended RETRY in ``outcome``.
+
+    Built from the message it ran (``Message.next_attempt``) and the
+    intent ``Retry`` carries, under ``prepare``'s checks. If it cannot
+    travel (new arguments the codec refuses, a body over the limit), the
+    task ends there: ``outcome`` becomes a FAILURE with that
+    ``TaskArgumentError`` and None is returned.
+    """
+    intent = outcome.retry
+    assert intent is not None
+    attempt = message.next_attempt(args=intent.retry_args, kwargs=intent.retry_kwargs,
+                                   eta=intent.when, now=time.time())
+    try:
+        return prepare(task, attempt)
+    except TaskArgumentError as exc:
+        outcome.status, outcome.retry = states.FAILURE, None
+        outcome.exception, outcome.traceback = exc, "".join(tb.format_exception(exc))
+        return None
+
+
+def apply(task: Task, message: Message) -> EagerResult:
+    """Run ``message`` in this process now (``Task.apply``): through JSON as a
+    worker sees it, without the size limit; no row is written."""
+    result = EagerResult(message.id)
+    _run_eager(task, Message.decode(dump_envelope(task.encode_message(message))), result)
+    return result
+
+
+def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
+    """Run until the task stops asking for retries (each runs at once), then
+    fill ``result``; re-raise with ``EAGER_PROPAGATES``."""
+    while True:
+        outcome = execute(task, message, hostname="eager", eager=True)
+        if outcome.retry is None:
+            break
+        attempt = retry(task, message, outcome)
+        if attempt is None:
+            break
+        message = Message.decode(attempt.body)
+    result._settle(outcome)
+    if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
+        raise outcome.exception
