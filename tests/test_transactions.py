@@ -109,3 +109,65 @@ def test_broker_down_when_publishing_at_once_leaves_no_row(broker, settings):
     with pytest.raises(BrokerError):
         tasks.add.delay(1, 2)
     assert TaskResult.objects.count() == 0
+
+
+@pytest.fixture
+def published():
+    """Task names as ``before_task_publish`` and ``after_task_publish`` see them."""
+    from djtasks import signals
+
+    seen: list[tuple[str, str]] = []
+
+    def before(sender, **kwargs):
+        seen.append(("before", sender))
+
+    def after(sender, **kwargs):
+        seen.append(("after", sender))
+
+    signals.before_task_publish.connect(before)
+    signals.after_task_publish.connect(after)
+    yield seen
+    signals.before_task_publish.disconnect(before)
+    signals.after_task_publish.disconnect(after)
+
+
+def test_publish_signals_wait_for_the_commit(broker, published):
+    with transaction.atomic():
+        tasks.add.delay(1, 2)
+        assert published == []  # not published yet: nothing to announce
+    assert published == [("before", "tests.app.tasks.add"), ("after", "tests.app.tasks.add")]
+
+
+def test_a_rolled_back_task_sends_no_publish_signal(broker, published):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.add.delay(1, 2)
+        raise RuntimeError("roll back")
+    assert published == []
+
+
+def test_a_message_refused_for_its_size_sends_no_publish_signal(broker, published):
+    from djtasks.exceptions import TaskArgumentError
+
+    with pytest.raises(TaskArgumentError, match="MAX_MESSAGE_BYTES"):
+        tasks.echo.delay("x" * 2 * 1024 * 1024)
+    assert published == []
+
+
+def test_a_reused_task_id_takes_over_its_row_without_a_database_error(broker):
+    with transaction.atomic():
+        tasks.add.apply_async([1, 2], task_id="report-2026-06")
+        tasks.add.apply_async([3, 4], task_id="report-2026-06")  # no IntegrityError
+        TaskResult.objects.count()  # the atomic block is still usable
+    row = TaskResult.objects.get(task_id="report-2026-06")
+    assert (row.status, row.args) == (states.PENDING, [3, 4])
+    assert depth(broker) == 2  # both runs were published, as Celery would
+
+
+def test_a_reused_task_id_of_a_finished_task_runs_again(burst):
+    first = tasks.add.apply_async([1, 2], task_id="nightly-2026-06-01")
+    burst()
+    assert first.get(timeout=1) == 3
+    again = tasks.add.apply_async([5, 5], task_id="nightly-2026-06-01")
+    assert TaskResult.objects.get(task_id=again.id).status == states.PENDING
+    burst()
+    assert again.get(timeout=1) == 10

@@ -356,3 +356,75 @@ def test_a_row_the_database_refuses_becomes_a_failure_and_spares_its_batch(broke
     refused = TaskResult.objects.get(task_id="bad-1")
     assert refused.status == states.FAILURE
     assert "could not be stored" in refused.exception_message
+
+
+def test_a_retry_asked_for_inside_autoretry_for_keeps_its_new_args(burst):
+    result = tasks.retry_with_new_args.delay(1)
+    burst()
+    # Celery re-raises Retry before its autoretry check: the retry's args win.
+    assert result.get(timeout=1) == 101
+    assert TaskResult.objects.get(task_id=result.id).retries == 1
+
+
+def test_a_retry_too_big_for_a_message_fails_the_task_through_the_size_check(burst, broker):
+    result = tasks.retry_with_big_args.delay()
+    burst()
+    row = TaskResult.objects.get(task_id=result.id)
+    assert row.status == states.FAILURE
+    assert "MAX_MESSAGE_BYTES" in row.exception_message
+    assert broker.queue_depths(["default"])["default"] == 0 and broker.scheduled_count() == 0
+
+
+def test_a_retry_is_published_with_the_publish_signals(burst):
+    from djtasks import signals
+
+    seen: list[tuple[str, int]] = []
+
+    def before(sender, body, **kwargs):
+        seen.append((sender, body["retries"]))
+
+    signals.before_task_publish.connect(before)
+    try:
+        result = tasks.flaky.delay("k-flaky", 2)
+        burst()
+    finally:
+        signals.before_task_publish.disconnect(before)
+    assert result.get(timeout=1) == 2
+    assert seen == [("tests.app.tasks.flaky", 0), ("tests.app.tasks.flaky", 1)]
+
+
+def test_a_task_raising_system_exit_fails_and_the_worker_carries_on(burst):
+    exiting = tasks.exit_the_process.delay(3)
+    after = tasks.add.delay(2, 2)
+    burst()  # returns: the solo worker was not stopped by the task
+    row = TaskResult.objects.get(task_id=exiting.id)
+    assert (row.status, row.exception_type) == (states.FAILURE, "SystemExit")
+    assert after.get(timeout=1) == 4
+
+
+def test_rows_a_dead_executor_ran_but_never_wrote_are_settled(broker):
+    from djtasks.worker.supervisor import settle_lost
+
+    finished = tasks.add.delay(1, 1)  # ran, but its result batch died with the executor
+    running = tasks.add.delay(2, 2)  # running when it died
+    consumer = broker.consumer("dead/0.1", ["default"])
+    consumer.fetch(2, 0)
+    consumer.start(finished.id, ack=True)
+    consumer.start(running.id, ack=True)
+    reaped = consumer.release()
+    assert reaped.unsettled == [finished.id]
+    settle_lost([reaped], broker)
+    for result, words in ((finished, "result was lost"), (running, "while running")):
+        row = TaskResult.objects.get(task_id=result.id)
+        assert (row.status, row.exception_type) == (
+            states.FAILURE, "djtasks.exceptions.WorkerLostError")
+        assert words in row.exception_message
+
+
+def test_a_settled_row_is_not_reported_lost(broker):
+    result = tasks.add.delay(1, 1)
+    consumer = broker.consumer("c/0.1", ["default"])
+    consumer.fetch(1, 0)
+    consumer.start(result.id, ack=True)
+    consumer.ack([], settled=[result.id])  # its final row was written
+    assert consumer.release().unsettled == []

@@ -481,3 +481,19 @@ def test_lint_command_reports_a_planted_object_with_its_line(tmp_path, capsys):
 def test_lint_command_passes_on_the_example_project(capsys):
     call_command("djtasks", "lint", "example_project")
     assert "no findings" in capsys.readouterr().out
+
+
+@pytest.mark.subprocess
+def test_a_retry_killed_by_its_time_limit_before_its_started_row_is_not_left_retry(
+        worker_process, counter):
+    key = counter("retry-hang")
+    result = tasks.retry_then_hang.delay(key)
+    worker = worker_process("-c", "1")
+    wait_until(lambda: count(key) == 2, what="the retry to start")
+    wait_until(lambda: TaskResult.objects.get(task_id=result.id).status != states.RETRY,
+               timeout=15, what="the killed retry's row to settle")
+    row = TaskResult.objects.get(task_id=result.id)
+    assert (row.status, row.exception_type) == (
+        states.FAILURE, "djtasks.exceptions.TimeLimitExceeded")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(20) == 0

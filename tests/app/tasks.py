@@ -176,3 +176,31 @@ def retry_once_report_limits(self) -> dict:
     if self.request.retries == 0:
         raise self.retry(countdown=0)
     return dict(self.request.message.options)
+
+
+@shared_task(bind=True, autoretry_for=(Exception,), max_retries=2, default_retry_delay=30)
+def retry_with_new_args(self, x: int) -> int:
+    """Asks for a retry with new args; autoretry_for must not swallow that Retry."""
+    if self.request.retries == 0:
+        raise self.retry(args=[x + 100], countdown=0)
+    return x
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0)
+def retry_with_big_args(self) -> None:
+    raise self.retry(args=["x" * 2 * 1024 * 1024], countdown=0)
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0, track_started=False,
+             time_limit=1)
+def retry_then_hang(self, counter: str) -> None:
+    """Attempt 0 asks for a retry; attempt 1 hangs past its hard time limit."""
+    bump(counter)
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    time.sleep(30)
+
+
+@shared_task
+def exit_the_process(code: int) -> None:
+    raise SystemExit(code)
