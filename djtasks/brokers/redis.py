@@ -308,7 +308,8 @@ class RedisConsumer(Consumer):
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
-        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name)]
+        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name),
+                b.deaths_key]
         args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
                 "1" if track else "", *acks]
         code = int(b._call(b._start, keys=keys, args=args))
