@@ -19,7 +19,7 @@ from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "cache")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "cache", "memory")
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 
 
