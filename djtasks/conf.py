@@ -23,7 +23,7 @@ from .options import QUEUE_NAME_RE, SETTING_OPTIONS
 
 __all__ = ["QUEUE_NAME_RE", "Settings", "get_settings", "load", "on_reset"]
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "cache")
+BROKER_SCHEMES = ("redis", "rediss", "unix", "cache", "memory")
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -36,11 +37,26 @@ def redact_url(url: str) -> str:
     return url
 
 
+def envelope_priority(body: bytes) -> int:
+    """The priority in a message body (``<JSON>:<signature>``), 0 if unreadable."""
+    try:
+        priority = int(json.loads(body.rpartition(b":")[0] or body).get("priority", 0))
+    except (ValueError, AttributeError, TypeError):
+        return 0
+    return priority if 0 <= priority <= 9 else 0
+
+
 def make_broker(url: str, key_prefix: str, max_deaths: int = 3) -> Broker:
-    """A new broker for ``url`` (``redis://``, ``rediss://``, ``unix://``, ``cache://alias``)."""
+    """A broker for ``url``: a new one for ``redis://``, ``rediss://``, ``unix://`` and
+    ``cache://alias``; for ``memory://<name>`` this process's one memory broker of
+    that URL and ``key_prefix``, so every caller shares its queues."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import shared_broker
+
+        return shared_broker(url, key_prefix, max_deaths)
     from .redis import RedisBroker
 
-    scheme = urlsplit(url).scheme
     if scheme == "cache":
         from django_redis import get_redis_connection
 

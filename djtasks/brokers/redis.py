@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BrokerError
 from ..message import Message
-from . import redact_url
+from . import envelope_priority, redact_url
 from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
 
 _LUA = Path(__file__).with_name("lua")
@@ -226,11 +226,7 @@ class RedisBroker(Broker):
         queue, original_id = meta["queue"], meta.get("id")
         if original_id is None:  # a malformed frame: nothing to run, only to discard
             return False
-        try:  # the body is <JSON>:<signature>
-            priority = int(json.loads(body.rpartition(b":")[0] or body).get("priority", 0))
-        except (ValueError, AttributeError, TypeError):
-            priority = 0
-        list_key = self.list_key(queue, priority if 0 <= priority <= 9 else 0)
+        list_key = self.list_key(queue, envelope_priority(body))
         frame = f"{original_id}\n{list_key}\n".encode() + body
         pipe = self.client.pipeline(transaction=True)
         pipe.rpush(list_key, frame)
@@ -308,7 +304,8 @@ class RedisConsumer(Consumer):
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
-        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name)]
+        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name),
+                b.deaths_key]
         args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
                 "1" if track else "", *acks]
         code = int(b._call(b._start, keys=keys, args=args))
