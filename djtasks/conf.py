@@ -23,14 +23,14 @@ from .options import QUEUE_NAME_RE, SETTING_OPTIONS
 
 __all__ = ["QUEUE_NAME_RE", "Settings", "get_settings", "load", "on_reset"]
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "cache", "memory")
+BROKER_SCHEMES = ("db", "redis", "rediss", "unix", "cache", "memory")
 
 
 @dataclass(frozen=True)
 class Settings:
     """Validated DJTASKS settings; see docs/settings.md for each key."""
 
-    BROKER_URL: str = "redis://127.0.0.1:6379/0"
+    BROKER_URL: str = "db://default"
     DEFAULT_QUEUE: str = "default"
     ROUTES: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     ALWAYS_EAGER: bool = False
@@ -46,6 +46,7 @@ class Settings:
     ACKS_LATE: bool = False
     MAX_DEATHS: int = 3
     MAX_MESSAGE_BYTES: int = 1024 * 1024
+    DATABASE_POLL_INTERVAL: float = 0.1
 
 
 def _is_bool(v: Any) -> bool:
@@ -107,6 +108,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1024,
         "an int of bytes >= 1024",
     ),
+    "DATABASE_POLL_INTERVAL": (
+        lambda v: _is_positive_number(v) and v <= 60,
+        "a number of seconds > 0 and <= 60: how often idle workers of a db:// broker look "
+        "for messages where the database has no LISTEN/NOTIFY",
+    ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "an int >= 1: executors a message may kill before it is dead-lettered",
@@ -125,13 +131,18 @@ def validate_broker_url(url: str) -> None:
     """Raise ``ImproperlyConfigured`` unless ``url`` names a supported broker."""
     parts = urlsplit(url)
     if parts.scheme not in BROKER_SCHEMES:
-        hint = ""
-        if parts.scheme == "db":
-            hint = " The database broker is not available yet; use Redis."
         raise ImproperlyConfigured(
             f"DJTASKS['BROKER_URL'] has scheme {parts.scheme!r}; expected one of "
-            f"{', '.join(s + '://' for s in BROKER_SCHEMES)}.{hint}"
+            f"{', '.join(s + '://' for s in BROKER_SCHEMES)}."
         )
+    if parts.scheme == "db":
+        alias = parts.netloc or parts.path.lstrip("/") or "default"
+        databases = getattr(django_settings, "DATABASES", {})
+        if alias not in databases:
+            raise ImproperlyConfigured(
+                f"DJTASKS['BROKER_URL'] names database alias {alias!r}, which is not in "
+                f"DATABASES (known: {', '.join(sorted(databases)) or 'none'})."
+            )
     if parts.scheme == "cache":
         alias = parts.netloc or parts.path.lstrip("/")
         if not alias:

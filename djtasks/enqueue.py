@@ -68,15 +68,22 @@ def publish(outgoing: Sequence[Outgoing]) -> None:
     """Hand messages to the broker in one call, with the publish signals.
     Raises ``BrokerError`` (then ``after_task_publish`` is not sent)."""
     for out in outgoing:
-        signals.before_task_publish.send(
-            sender=out.message.task, body=out.envelope, exchange="",
-            routing_key=out.message.queue, headers={}, properties={}, declare=[],
-            retry_policy=None,
-        )
+        _before_publish(out)
     get_broker().publish([(out.message, out.body) for out in outgoing])
     for out in outgoing:
-        signals.after_task_publish.send(sender=out.message.task, body=out.envelope,
-                                        exchange="", routing_key=out.message.queue)
+        _after_publish(out)
+
+
+def _before_publish(out: Outgoing) -> None:
+    signals.before_task_publish.send(
+        sender=out.message.task, body=out.envelope, exchange="", routing_key=out.message.queue,
+        headers={}, properties={}, declare=[], retry_policy=None,
+    )
+
+
+def _after_publish(out: Outgoing) -> None:
+    signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
+                                    routing_key=out.message.queue)
 
 
 def _waits_for_commit(on_commit: bool, using: str) -> bool:
@@ -95,9 +102,11 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     commits; a rollback removes the row and nothing is published. A broker
     error at commit time is logged with the task id and the row stays
     PENDING. Publishing at once raises ``BrokerError`` and removes the row.
-    With ``ALWAYS_EAGER`` the task runs in this process instead (on commit,
-    with ``on_commit``), through the same body checks. Raises
-    ``TaskArgumentError`` before anything is written.
+    With a broker whose ``publish`` joins the transaction on ``using`` (the
+    database broker), the message is written with the row, whatever
+    ``on_commit`` says. With ``ALWAYS_EAGER`` the task runs in this process
+    instead (on commit, with ``on_commit``), through the same body checks.
+    Raises ``TaskArgumentError`` before anything is written.
     """
     s = get_settings()
     out = prepare(task, message)
@@ -111,6 +120,18 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
         else:
             run()
         return result
+    broker = get_broker()
+    if broker.atomic_with == using:
+        # The message row joins the caller's transaction (the database
+        # broker): the PENDING row and the message are written together, and
+        # a rollback leaves neither. ``after_task_publish`` waits for the commit.
+        with transaction.atomic(using=using):
+            if not task.ignore_result:
+                TaskResult.objects.using(using).enqueued(message)
+            _before_publish(out)
+            broker.publish([(message, out.body)])
+            transaction.on_commit(partial(_after_publish, out), using=using)
+        return AsyncResult(message.id, task_name=message.task)
     if not task.ignore_result:
         TaskResult.objects.using(using).enqueued(message)
     if waits:

@@ -215,3 +215,15 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter {self.pk}"
+
+
+# The database broker's tables live beside it; imported so migrations see them.
+from .brokers.tables import (  # noqa: E402,F401
+    BrokerConsumer,
+    QueuedMessage,
+    RateBucket,
+    Revocation,
+    StartedTask,
+    StoredDeadLetter,
+    WorkerRecord,
+)

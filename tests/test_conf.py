@@ -29,7 +29,7 @@ def test_no_djtasks_setting_gives_the_defaults():
 
 def test_empty_djtasks_gives_the_documented_defaults():
     s = conf.load({})
-    assert s.BROKER_URL == "redis://127.0.0.1:6379/0"
+    assert s.BROKER_URL == "db://default"
     assert s.DEFAULT_QUEUE == "default"
     assert s.ROUTES == {}
     assert s.ALWAYS_EAGER is False
@@ -101,10 +101,11 @@ def test_unsupported_broker_scheme_is_improperly_configured_listing_supported_on
     assert "redis://" in message and "cache://" in message
 
 
-def test_db_broker_url_is_improperly_configured_saying_it_is_not_available():
-    message = config_error({"BROKER_URL": "db://default"})
+def test_db_broker_url_naming_an_unknown_database_is_improperly_configured():
+    message = config_error({"BROKER_URL": "db://nosuchdb"})
     assert "DJTASKS['BROKER_URL']" in message
-    assert "database broker is not available" in message
+    assert "'nosuchdb', which is not in DATABASES" in message
+
 
 
 @pytest.mark.parametrize("url", [

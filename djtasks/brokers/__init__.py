@@ -47,10 +47,16 @@ def envelope_priority(body: bytes) -> int:
 
 
 def make_broker(url: str, key_prefix: str, max_deaths: int = 3) -> Broker:
-    """A broker for ``url``: a new one for ``redis://``, ``rediss://``, ``unix://`` and
-    ``cache://alias``; for ``memory://<name>`` this process's one memory broker of
-    that URL and ``key_prefix``, so every caller shares its queues."""
+    """A broker for ``url``: a new one for ``db://<alias>``, ``redis://``,
+    ``rediss://``, ``unix://`` and ``cache://alias``; for ``memory://<name>`` this
+    process's one memory broker of that URL and ``key_prefix``, so every caller
+    shares its queues."""
     scheme = urlsplit(url).scheme
+    if scheme == "db":
+        from .database import DatabaseBroker
+
+        return DatabaseBroker(url, key_prefix=key_prefix, max_deaths=max_deaths,
+                              poll_interval=get_settings().DATABASE_POLL_INTERVAL)
     if scheme == "memory":
         from .memory import shared_broker
 

@@ -167,6 +167,9 @@ class Transport(ABC):
 
     url: str
     clock: Callable[[], float] = staticmethod(time.time)  # tests may move time
+    # The database alias whose transaction ``publish`` joins (the database
+    # broker), or None: then the enqueue door publishes on commit.
+    atomic_with: str | None = None
 
     @abstractmethod
     def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
@@ -289,6 +292,11 @@ class DoneListener(ABC):
 
 class ResultNotices(ABC):
     """Wake-ups for ``AsyncResult.get()``, so it does not poll the database."""
+
+    # False where the broker has no way to send notices (the database broker
+    # on SQLite and MariaDB): ``wait`` then only pauses for the poll interval
+    # and returns False, and ``get()`` reads the row after each pause.
+    exact_notices: bool = True
 
     @abstractmethod
     def notify_done(self, ids: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ fixture that gives a fresh one per test.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -14,7 +15,32 @@ import pytest
 from djtasks.brokers import Broker, get_broker, make_broker
 from djtasks.brokers.memory import MemoryBroker
 
-BROKERS = ["redis", "memory"]
+BROKERS = ["redis", "memory", "db-default", "db-sqlite", "db-mariadb"]
+DB_ALIASES = {"db-default": "default", "db-sqlite": "sqlite", "db-mariadb": "mariadb"}
+
+
+def _mariadb_up() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A database broker's test gets its database (transactional: the broker
+    commits, and threads use their own connections). MariaDB that is down
+    fails the test under CI and skips it elsewhere."""
+    mariadb_up = _mariadb_up()
+    for item in items:
+        param = getattr(getattr(item, "callspec", None), "params", {}).get("broker")
+        if param in DB_ALIASES:
+            item.add_marker(pytest.mark.django_db(transaction=True,
+                                                  databases=[DB_ALIASES[param]]))
+            if param == "db-mariadb" and not mariadb_up and not os.environ.get("CI"):
+                item.add_marker(pytest.mark.skip(reason="MariaDB at 127.0.0.1:3306 is down"))
 
 
 @pytest.fixture
@@ -33,8 +59,15 @@ def memory_broker(settings, key_prefix) -> Iterator[Broker]:  # type: ignore[no-
     broker.reset()
 
 
+def _db_broker(settings, alias: str) -> Broker:  # type: ignore[no-untyped-def]
+    settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": f"db://{alias}"}
+    return get_broker()
+
+
 @pytest.fixture(params=BROKERS)
-def broker(request: pytest.FixtureRequest) -> Broker:
+def broker(request: pytest.FixtureRequest, settings) -> Broker:  # type: ignore[no-untyped-def]
+    if request.param in DB_ALIASES:
+        return _db_broker(settings, DB_ALIASES[request.param])
     return request.getfixturevalue(f"{request.param}_broker")
 
 
