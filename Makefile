@@ -10,12 +10,14 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 .PHONY: demo test test-django52 test-django61 lint services bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
+	scripts/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,lint]' 'Django>=5.2,<5.3'
 	touch $@
 
 $(VENV61)/.installed: setup.cfg pyproject.toml
 	test -n "$(PYTHON312)" || { echo "Django 6.1 needs Python 3.12 (set PYTHON312=...)"; exit 1; }
+	scripts/system-packages.sh
 	$(PYTHON312) -m venv $(VENV61)
 	$(VENV61)/bin/pip install $(PIP_FLAGS) -e '.[test]' 'Django>=6.1,<6.2'
 	touch $@
