@@ -5,6 +5,7 @@ PYTHON ?= python3
 PYTHON312 ?= $(shell PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null || command -v python3.12)
 VENV := .venv
 VENV61 := .venv-django61
+DEMO_VENV := .venv-demo
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 .PHONY: demo test test-django52 test-django61 lint services bench clean
@@ -13,6 +14,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	scripts/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[test,lint]' 'Django>=5.2,<5.3'
+	touch $@
+
+# The demo needs djtasks and Django only: SQLite and the database broker.
+$(DEMO_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/pip install $(PIP_FLAGS) -e . 'Django>=5.2,<5.3'
 	touch $@
 
 $(VENV61)/.installed: setup.cfg pyproject.toml
@@ -26,9 +33,10 @@ $(VENV61)/.installed: setup.cfg pyproject.toml
 services:
 	@scripts/services.sh
 
-## Install, migrate, and run the example site on http://127.0.0.1:8000 with a worker.
-demo: $(VENV)/.installed services
-	scripts/demo.sh
+## Install, migrate, and run the example site on http://127.0.0.1:8000 with a worker,
+## on SQLite and the database broker: nothing to run but Python.
+demo: $(DEMO_VENV)/.installed
+	PY=$(DEMO_VENV)/bin/python scripts/demo.sh
 
 ## The whole test suite: lint, then Django 5.2 (Python 3.11) and Django 6.1
 ## (Python 3.12), both on PostgreSQL and a real Redis.
@@ -51,4 +59,4 @@ bench: $(VENV)/.installed services
 	$(VENV)/bin/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(VENV61) .tox example_project/var
+	rm -rf $(VENV) $(VENV61) $(DEMO_VENV) .tox example_project/var

@@ -1,7 +1,8 @@
 """Settings of the example site: sign-up with a welcome mail, CSV reports, the admin.
 
-Environment variables (all optional): DJTASKS_BROKER_URL, DATABASE_URL-like
-DJTASKS_DB (``sqlite`` default, or ``postgres``), PGHOST/PGPORT/PGUSER/PGDATABASE.
+Environment variables (all optional): DJTASKS_BROKER_URL (``db://default``, the
+database broker, by default; or ``redis://...``), DJTASKS_DB (``sqlite`` default, or
+``postgres``), PGHOST/PGPORT/PGUSER/PGDATABASE.
 """
 
 import os
@@ -100,7 +101,9 @@ else:
 DEFAULT_FROM_EMAIL = "welcome@example.com"
 
 DJTASKS = {
-    "BROKER_URL": os.environ.get("DJTASKS_BROKER_URL", "redis://127.0.0.1:6379/0"),
+    # The database broker by default: nothing to run but Python. Redis:
+    # DJTASKS_BROKER_URL=redis://127.0.0.1:6379/0
+    "BROKER_URL": os.environ.get("DJTASKS_BROKER_URL", "db://default"),
     "KEY_PREFIX": os.environ.get("DJTASKS_KEY_PREFIX", "djtasks-example"),
     "ROUTES": {"example_project.shop.tasks.generate_*": {"queue": "reports"}},
 }
