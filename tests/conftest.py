@@ -138,7 +138,8 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
     started: list[WorkerProcess] = []
 
     def start(
-        *args: str, lease: float = 30, settings_module: str = "tests.settings"
+        *args: str, lease: float = 30, settings_module: str = "tests.settings",
+        broker_url: str | None = None,
     ) -> WorkerProcess:
         env = {
             **os.environ,
@@ -148,6 +149,8 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
             "DJTASKS_TEST_LEASE": str(lease),
             "PYTHONUNBUFFERED": "1",
         }
+        if broker_url is not None:
+            env["DJTASKS_TEST_BROKER_URL"] = broker_url
         w = WorkerProcess(list(args), env, tmp_path / f"worker-{len(started)}.log")
         started.append(w)
         return w

@@ -103,7 +103,9 @@ DATABASES["mariadb"] = {
 }
 
 DJTASKS = {
-    "BROKER_URL": os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+    # Redis; a worker subprocess of a database-broker test gets DJTASKS_TEST_BROKER_URL.
+    "BROKER_URL": os.environ.get("DJTASKS_TEST_BROKER_URL")
+    or os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
     "KEY_PREFIX": os.environ.get("DJTASKS_TEST_KEY_PREFIX", "djtasks-test"),
     "WORKER_LEASE": float(os.environ.get("DJTASKS_TEST_LEASE", "30")),
     "ROUTES": {"example_project.shop.tasks.generate_*": {"queue": "reports"}},  # as the example
@@ -113,7 +115,7 @@ CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "redis": {
         "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": DJTASKS["BROKER_URL"],
+        "LOCATION": os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
     },
 }
 
