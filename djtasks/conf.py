@@ -47,6 +47,7 @@ class Settings:
     MAX_DEATHS: int = 3
     MAX_MESSAGE_BYTES: int = 1024 * 1024
     DATABASE_POLL_INTERVAL: float = 0.1
+    OUTBOX_GRACE: float = 30.0
 
 
 def _is_bool(v: Any) -> bool:
@@ -112,6 +113,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: _is_positive_number(v) and v <= 60,
         "a number of seconds > 0 and <= 60: how often idle workers of a db:// broker look "
         "for messages where the database has no LISTEN/NOTIFY",
+    ),
+    "OUTBOX_GRACE": (
+        _is_positive_number,
+        "a number of seconds > 0: how long a committed task's row may stay PENDING with "
+        "its message unpublished before a worker publishes it",
     ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,

@@ -61,7 +61,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         row = self.model.from_message(message, states.PENDING)
         self.bulk_create([row], update_conflicts=True, unique_fields=["task_id"],
                          update_fields=[*UPDATE_FIELDS, "task_name", "args", "kwargs",
-                                        "created"])
+                                        "options", "created"])
 
     def write(self, rows: list[TaskResult]) -> list[TaskResult]:
         """Store a worker's rows (a batch) in one transaction: each row is
@@ -120,6 +120,9 @@ class TaskResult(models.Model):
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)
     result = models.JSONField(null=True, blank=True)
+    # Per-call options (time limits) the message carries: the outbox rebuilds
+    # an unpublished message from its row.
+    options = models.JSONField(default=dict, blank=True)
     exception_type = models.CharField(max_length=255, blank=True)
     exception_message = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
@@ -172,6 +175,7 @@ class TaskResult(models.Model):
             args=args,
             kwargs=kwargs,
             result=result,
+            options=message.options,
             exception_type=exception_type(exception) if exception is not None else "",
             exception_message=str(exception) if exception is not None else "",
             traceback=traceback,
@@ -220,6 +224,7 @@ class DeadLetter(models.Model):
 # The database broker's tables live beside it; imported so migrations see them.
 from .brokers.tables import (  # noqa: E402,F401
     BrokerConsumer,
+    Duty,
     QueuedMessage,
     RateBucket,
     Revocation,

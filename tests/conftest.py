@@ -139,7 +139,7 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
 
     def start(
         *args: str, lease: float = 30, settings_module: str = "tests.settings",
-        broker_url: str | None = None,
+        broker_url: str | None = None, extra_env: dict[str, str] | None = None,
     ) -> WorkerProcess:
         env = {
             **os.environ,
@@ -151,6 +151,7 @@ def worker_process(broker, key_prefix, tmp_path):  # type: ignore[no-untyped-def
         }
         if broker_url is not None:
             env["DJTASKS_TEST_BROKER_URL"] = broker_url
+        env.update(extra_env or {})
         w = WorkerProcess(list(args), env, tmp_path / f"worker-{len(started)}.log")
         started.append(w)
         return w
@@ -178,3 +179,44 @@ def wait_until(predicate: Callable[[], object], timeout: float = 20, what: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
         time.sleep(0.05)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port (never the shared
+    one), which the test may stop and start again on the same port."""
+
+    def __init__(self) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        wait_until(lambda: _pings(client), timeout=10, what=f"redis-server on {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+
+
+@pytest.fixture
+def private_redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()

@@ -108,6 +108,7 @@ DJTASKS = {
     or os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
     "KEY_PREFIX": os.environ.get("DJTASKS_TEST_KEY_PREFIX", "djtasks-test"),
     "WORKER_LEASE": float(os.environ.get("DJTASKS_TEST_LEASE", "30")),
+    "OUTBOX_GRACE": float(os.environ.get("DJTASKS_TEST_OUTBOX_GRACE", "30")),
     "ROUTES": {"example_project.shop.tasks.generate_*": {"queue": "reports"}},  # as the example
 }
 

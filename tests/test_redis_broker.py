@@ -71,7 +71,7 @@ def test_a_retry_with_the_same_id_counts_no_death(broker):
     c.fetch(1, 0)
     c.start("m0", ack=False)
     c.ack(["m0"])
-    m.retries = 1
+    m = m.next_attempt(args=None, kwargs=None, eta=None, now=time.time())
     broker.publish([(m, m.encode())])
     c.fetch(1, 0)
     assert c.release().fate is Fate.ACKED

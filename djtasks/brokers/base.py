@@ -176,9 +176,17 @@ class Transport(ABC):
         """Put each ``(message, body)`` on ``message.queue`` at
         ``message.priority``, or schedule it for ``message.eta`` if that is in
         the future; a message published while an idle consumer waits wakes
-        it. All items go in one round trip, all or none. Raises
-        ``BrokerError`` if the broker cannot be reached.
+        it. All items go in one round trip, all or none. Idempotent: a
+        message whose id and ``created`` time this broker was already given
+        (within its memory of a day) is not published again, so a publish
+        retried after a lost reply, or the outbox, never makes a second copy.
+        Raises ``BrokerError`` if the broker cannot be reached.
         """
+
+    @abstractmethod
+    def published(self, messages: Sequence[Message]) -> set[str]:
+        """The ids of ``messages`` this broker was given (same id and
+        ``created`` time): the outbox publishes only the others."""
 
     @abstractmethod
     def consumer(self, name: str, queues: Sequence[str]) -> Consumer:
@@ -271,6 +279,13 @@ class WorkerRegistry(ABC):
     @abstractmethod
     def workers(self) -> dict[str, dict[str, Any]]:
         """Every registered worker's last heartbeat info."""
+
+    @abstractmethod
+    def lead(self, duty: str, holder: str, ttl: float) -> bool:
+        """Hold ``duty`` for ``ttl`` seconds, so one worker at a time does it
+        (the outbox sweep). True if ``holder`` holds it now: it got it, or
+        held it already (the ttl starts again). A holder that dies loses it
+        when its ttl runs out."""
 
 
 class DoneListener(ABC):

@@ -32,6 +32,7 @@ from . import envelope_priority
 from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
 from .tables import (
     BrokerConsumer,
+    Duty,
     QueuedMessage,
     RateBucket,
     Revocation,
@@ -122,6 +123,11 @@ class DatabaseBroker(Broker):
                 for m, body in items
             ])
             self._notify(self.channel)  # delivered when the transaction commits
+
+    def published(self, messages: Sequence[Message]) -> set[str]:
+        # What publish() was given committed with the caller's transaction:
+        # nothing is ever waiting to be published (no outbox to run).
+        return {m.id for m in messages}
 
     def consumer(self, name: str, queues: Sequence[str]) -> DatabaseConsumer:
         return DatabaseConsumer(self, name, list(queues))
@@ -269,6 +275,20 @@ class DatabaseBroker(Broker):
     def workers(self) -> dict[str, dict[str, Any]]:
         with self._errors():
             return dict(self._rows(WorkerRecord).values_list("name", "info"))
+
+    def lead(self, duty: str, holder: str, ttl: float) -> bool:
+        now = self.clock()
+        with self._write():
+            row, made = Duty.objects.using(self.alias).get_or_create(
+                prefix=self.prefix, name=duty, defaults={"holder": holder, "until": now + ttl})
+            if made:
+                return True
+            row = self._rows(Duty).select_for_update().get(pk=row.pk)
+            if row.holder != holder and row.until > now:
+                return False
+            row.holder, row.until = holder, now + ttl
+            row.save(update_fields=["holder", "until"])
+        return True
 
     # -- dead letters --------------------------------------------------------
 

@@ -94,6 +94,8 @@ class MemoryBroker(Broker):
             self._deaths: dict[str, int] = {}
             self._workers: dict[str, str] = {}
             self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, ts)
+            self._published: dict[str, float] = {}  # id -> created time of its last message
+            self._duties: dict[str, tuple[str, float]] = {}  # duty -> (holder, until)
             self._listeners: dict[str, set[_MemoryDoneListener]] = {}
 
     def _push(self, frame: _Frame, *, front: bool = False) -> None:
@@ -156,11 +158,18 @@ class MemoryBroker(Broker):
         with self._cond:
             now = self.clock()
             for message, body in items:
+                if self._published.get(message.id) == message.created:
+                    continue  # given already: publishing is idempotent
+                self._published[message.id] = message.created
                 frame = _Frame(message.id, message.queue, message.priority, body)
                 if message.eta is not None and message.eta > now:
                     self._schedule(frame, message.eta)
                 else:
                     self._push(frame)
+
+    def published(self, messages: Sequence[Message]) -> set[str]:
+        with self._cond:
+            return {m.id for m in messages if self._published.get(m.id) == m.created}
 
     def consumer(self, name: str, queues: Sequence[str]) -> MemoryConsumer:
         return MemoryConsumer(self, name, list(queues))
@@ -169,6 +178,8 @@ class MemoryBroker(Broker):
         with self._cond:
             now = self.clock()
             self._revoked = {i: s for i, s in self._revoked.items() if s > now - REVOKE_MEMORY}
+            self._published = {i: c for i, c in self._published.items()
+                               if c > now - REVOKE_MEMORY}
             expired = sorted((d, c) for c, d in self._leases.items() if d <= now)
             return [self._release(c) for _, c in expired]
 
@@ -223,6 +234,15 @@ class MemoryBroker(Broker):
     def unregister_worker(self, name: str) -> None:
         with self._cond:
             self._workers.pop(name, None)
+
+    def lead(self, duty: str, holder: str, ttl: float) -> bool:
+        with self._cond:
+            now = self.clock()
+            current, until = self._duties.get(duty, (holder, now))
+            if current != holder and until > now:
+                return False
+            self._duties[duty] = (holder, now + ttl)
+            return True
 
     def workers(self) -> dict[str, dict[str, Any]]:
         with self._cond:

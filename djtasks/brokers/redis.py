@@ -16,6 +16,8 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:terminate``             zset task id -> time: revoked with terminate=True
 - ``{p}:deaths``                hash id -> executors that died running it
 - ``{p}:workers``               hash worker name -> JSON info (heartbeat)
+- ``{p}:published``             zset id -> created time of the message last published with it
+- ``{p}:duty:<name>``           string: the worker holding a duty (the outbox sweep), with a TTL
 - ``{p}:rate:<task name>``      hash: the task's rate-limit token bucket
 - ``{p}:malformed``             counter naming dead letters that need a unique key
 - ``{p}:done:<task id>``        pub/sub channel: the task has a new state
@@ -60,9 +62,10 @@ class RedisBroker(Broker):
     """
 
     def __init__(self, url: str, *, key_prefix: str, client: redis.Redis | None = None,
-                 max_deaths: int = 3) -> None:
+                 max_deaths: int = 3, publish_memory: float = 86400.0) -> None:
         self.url = url
         self.max_deaths = max_deaths
+        self.publish_memory = publish_memory
         if client is None:
             client = redis.Redis.from_url(
                 url, socket_timeout=MAX_BLOCK + 10, socket_connect_timeout=5,
@@ -79,6 +82,7 @@ class RedisBroker(Broker):
         self.terminate_key = self.prefix + "terminate"
         self.deaths_key = self.prefix + "deaths"
         self.workers_key = self.prefix + "workers"
+        self.published_key = self.prefix + "published"
         self._publish = client.register_script(_script("publish"))
         self._fetch = client.register_script(_script("fetch"))
         self._requeue = client.register_script(_script("requeue"))
@@ -87,6 +91,7 @@ class RedisBroker(Broker):
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
+        self._lead = client.register_script(_script("lead"))
 
     # -- keys ----------------------------------------------------------------
 
@@ -123,16 +128,28 @@ class RedisBroker(Broker):
             list_key = self.list_key(message.queue, message.priority)
             frame = f"{message.id}\n{list_key}\n".encode() + body
             argv += [message.id, list_key, self.wake_key(message.queue), frame,
-                     "" if message.eta is None else repr(message.eta)]
-        self._call(self._publish, keys=[self.scheduled_key, self.etas_key], args=argv)
+                     "" if message.eta is None else repr(message.eta), repr(message.created)]
+        self._call(self._publish, keys=[self.scheduled_key, self.etas_key, self.published_key],
+                   args=argv)
+
+    def published(self, messages: Sequence[Message]) -> set[str]:
+        if not messages:
+            return set()
+        scores = self._call(self.client.zmscore, self.published_key, [m.id for m in messages])
+        return {m.id for m, score in zip(messages, scores, strict=True)
+                if score is not None and score == m.created}
 
     def consumer(self, name: str, queues: Sequence[str]) -> RedisConsumer:
         return RedisConsumer(self, name, list(queues))
 
     def reap(self) -> list[Reaped]:
         now = self.clock()
-        # Forget revocations a day past their score (revoke time or eta).
-        self._call(self.client.zremrangebyscore, self.revoked_key, "-inf", now - REVOKE_MEMORY)
+        # Forget revocations a day past their score (revoke time or eta), and
+        # what was published longer ago than the outbox looks back.
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.revoked_key, "-inf", now - REVOKE_MEMORY)
+        pipe.zremrangebyscore(self.published_key, "-inf", now - self.publish_memory)
+        self._call(pipe.execute)
         return self._run_reap(repr(now), "", [])
 
     def _run_reap(self, now: str, mode: str, consumers: list[str]) -> list[Reaped]:
@@ -214,6 +231,10 @@ class RedisBroker(Broker):
     def workers(self) -> dict[str, dict[str, Any]]:
         raw = self._call(self.client.hgetall, self.workers_key)
         return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def lead(self, duty: str, holder: str, ttl: float) -> bool:
+        return bool(self._call(self._lead, keys=[f"{self.prefix}duty:{duty}"],
+                               args=[holder, int(ttl * 1000)]))
 
     # -- dead letters --------------------------------------------------------
 

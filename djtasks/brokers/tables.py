@@ -144,3 +144,20 @@ class WorkerRecord(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Duty(models.Model):
+    """Which worker holds a duty (the outbox sweep) until when (``Broker.lead``)."""
+
+    prefix = models.CharField(max_length=50)
+    name = models.CharField(max_length=100)
+    holder = models.CharField(max_length=255)
+    until = models.FloatField()
+
+    class Meta:
+        db_table = "djtasks_duty"
+        constraints = [models.UniqueConstraint(fields=["prefix", "name"],
+                                               name="djtasks_duty_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder}"

@@ -309,7 +309,7 @@ def test_a_retry_with_the_same_id_is_not_mistaken_for_the_running_task(broker):
     broker.consumer("c/0.1", ["default"]).fetch(1, 0)
     broker.consumer("c/0.1", ["default"]).start("m0", ack=False, redeliver=False)  # acks_late
     broker.consumer("c/0.1", ["default"]).ack(["m0"])  # it ended
-    m.retries = 1
+    m = m.next_attempt(args=None, kwargs=None, eta=None, now=time.time())
     broker.publish([(m, m.encode())])  # its retry, same id
     broker.consumer("c/0.1", ["default"]).fetch(1, 0)
     released = broker.consumer("c/0.1", ["default"]).release()  # dies before starting the retry
@@ -505,3 +505,35 @@ def test_a_listener_hears_only_its_own_task(broker):
     with broker.listen_done("task-2") as listener:
         broker.notify_done(["task-3"])
         assert listener.wait(0.1) is False
+
+
+# -- idempotent publishing and duties ----------------------------------------
+
+def test_publishing_a_message_twice_makes_one_copy(broker):
+    m, body = msg(0)
+    broker.publish([(m, body)])
+    assert broker.published([m]) == {"m0"}
+    # A broker whose publish joins the caller's transaction is never asked
+    # twice: there is no publish to retry and no outbox.
+    if broker.atomic_with is None:
+        broker.publish([(m, body)])  # a retried publish, or the outbox
+        assert broker.queue_depths(["default"]) == {"default": 1}
+
+
+def test_a_new_message_with_a_used_id_is_published(broker):
+    m, body = msg(0)
+    broker.publish([(m, body)])
+    again = Message(id="m0", task="t", args=[], kwargs={}, queue="default",
+                    created=m.created + 1)
+    assert broker.published([again]) == ({"m0"} if broker.atomic_with else set())
+    broker.publish([(again, again.encode())])
+    assert broker.queue_depths(["default"]) == {"default": 2}
+
+
+def test_one_holder_at_a_time_leads_a_duty(broker, clock):
+    assert broker.lead("outbox", "w1", ttl=0.3)
+    assert not broker.lead("outbox", "w2", ttl=0.3)
+    assert broker.lead("outbox", "w1", ttl=0.3)  # the holder keeps it
+    time.sleep(0.35)  # Redis times it with a key TTL, the others by their clock
+    clock.t += 0.35
+    assert broker.lead("outbox", "w2", ttl=0.3)  # the first holder's ttl ran out
