@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import signal
+import threading
 import time
 import traceback as tb
 from dataclasses import dataclass
@@ -97,19 +100,67 @@ def _raise_soft_limit(signum: int, frame: FrameType | None) -> None:
     raise SoftTimeLimitExceeded("soft time limit exceeded")
 
 
+_loops = threading.local()
+
+
+def event_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop for ``async def`` tasks: made on first use and
+    kept, so an executor runs every coroutine of its life on one loop (no
+    new loop per task: connections and caches bound to it survive)."""
+    loop = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _loops.loop = asyncio.new_event_loop()
+    return loop
+
+
+def run_coroutine(coro: Any, soft_time_limit: float | None = None) -> Any:
+    """Run an ``async def`` task's coroutine to its end on ``event_loop()``.
+
+    ``soft_time_limit`` (seconds) cancels it once passed (the task sees
+    ``CancelledError`` at its ``await`` and may clean up) and raises
+    ``SoftTimeLimitExceeded``. In a thread whose own loop is running (an
+    eager call from async code) it runs through asgiref's ``async_to_sync``.
+    """
+
+    async def guarded() -> Any:
+        if not soft_time_limit:
+            return await coro
+        limit = asyncio.timeout(soft_time_limit)
+        try:
+            async with limit:
+                return await coro
+        except TimeoutError:
+            if limit.expired():
+                raise SoftTimeLimitExceeded("soft time limit exceeded") from None
+            raise
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return event_loop().run_until_complete(guarded())
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(guarded)()
+
+
 def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> Outcome:
     started = time.time()
+    # A coroutine's soft limit is the event loop's; a function's, SIGALRM's.
+    is_async = inspect.iscoroutinefunction(task.fn)
+    alarm = bool(soft_time_limit) and not is_async
     try:
         try:
-            if soft_time_limit:
+            if alarm:
                 previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
-                signal.setitimer(signal.ITIMER_REAL, soft_time_limit)
+                signal.setitimer(signal.ITIMER_REAL, soft_time_limit)  # type: ignore[arg-type]
             try:
                 value = task.run(*message.args, **message.kwargs)
+                if is_async:
+                    value = run_coroutine(value, soft_time_limit)
             finally:
                 # Disarmed inside the handlers below: an alarm landing here is
                 # still the task's SoftTimeLimitExceeded, a FAILURE.
-                if soft_time_limit:
+                if alarm:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.signal(signal.SIGALRM, previous)
         except Retry:

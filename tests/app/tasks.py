@@ -205,3 +205,46 @@ def retry_then_hang(self, counter: str) -> None:
 @shared_task
 def exit_the_process(code: int) -> None:
     raise SystemExit(code)
+
+
+@shared_task
+async def async_add(x: int, y: int) -> int:
+    import asyncio
+
+    await asyncio.sleep(0.01)
+    return x + y
+
+
+@shared_task
+async def async_loop_id() -> int:
+    """The id of the loop it ran on: one loop per executor, not one per task."""
+    import asyncio
+
+    return id(asyncio.get_running_loop())
+
+
+@shared_task(soft_time_limit=0.3)
+async def async_soft_limited(counter: str) -> str:
+    import asyncio
+
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        bump(counter + ":cleanup")
+        raise
+    return "slept"
+
+
+@shared_task(time_limit=1)
+async def async_hangs(counter: str) -> None:
+    import asyncio
+
+    bump(counter)
+    await asyncio.sleep(30)
+
+
+@shared_task(bind=True, max_retries=1, default_retry_delay=0)
+async def async_retry_once(self) -> int:
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return self.request.retries
