@@ -98,14 +98,20 @@ class Executor:
         self.tasks_run = 0  # by this executor (the slot counts across replacements)
         self._current: str | None = None  # id of the task running now
         self._limit_warned: set[str] = set()
-        self._soft_limits = threading.current_thread() is threading.main_thread()
+        self._soft_limits = False  # decided in run(), by the thread that runs the tasks
 
     def stop(self) -> None:
         """Warm stop: finish the running task, give the fetched ones back."""
         self.stopping = True
 
     def run(self) -> None:
-        """The loop. Broker outages are logged and retried with backoff."""
+        """The loop. Broker outages are logged and retried with backoff.
+
+        Soft time limits are enforced only if this is the main thread
+        (``SIGALRM`` reaches no other); elsewhere a task with a time limit
+        runs without it, with a warning once per task name.
+        """
+        self._soft_limits = threading.current_thread() is threading.main_thread()
         self.results = ResultWriter(self.broker, self.consumer)
         backoff = 0.5
         try:

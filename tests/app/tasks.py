@@ -176,3 +176,10 @@ def retry_once_report_limits(self) -> dict:
     if self.request.retries == 0:
         raise self.retry(countdown=0)
     return dict(self.request.message.options)
+
+
+@shared_task(soft_time_limit=0.1)
+def nap_past_soft_limit(seconds: float) -> str:
+    """Sleeps past its 0.1 s soft limit: "slept" where soft limits are not enforced."""
+    time.sleep(seconds)
+    return "slept"
