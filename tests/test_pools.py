@@ -1,5 +1,7 @@
 """Issue 7: the pools behind one interface, and what each does at its edges."""
 
+import threading
+
 import pytest
 
 from djtasks import states
@@ -21,3 +23,19 @@ def test_threads_pool_runs_a_soft_limited_task_without_its_limit_and_warns_once(
                 if "threads pool cannot enforce" in r.getMessage()]
     assert warnings == ["task tests.app.tasks.nap_past_soft_limit has a time limit, which "
                         "the threads pool cannot enforce; use --pool prefork"]
+
+
+def test_an_in_process_solo_worker_leaves_no_shutdown_timer_behind(broker):
+    # A process that ran the worker with call_command lives on; a timer left
+    # running would send it SIGTERM --shutdown-timeout seconds later.
+    result = tasks.sigterm_my_process.delay()
+    try:
+        output = run_burst(shutdown_timeout=30)
+        timers = [t for t in threading.enumerate()
+                  if isinstance(t, threading.Timer) and t.is_alive()]
+        assert result.status == states.SUCCESS, output
+        assert timers == []
+    finally:
+        for t in threading.enumerate():
+            if isinstance(t, threading.Timer):
+                t.cancel()

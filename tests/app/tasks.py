@@ -183,3 +183,11 @@ def nap_past_soft_limit(seconds: float) -> str:
     """Sleeps past its 0.1 s soft limit: "slept" where soft limits are not enforced."""
     time.sleep(seconds)
     return "slept"
+
+
+@shared_task
+def sigterm_my_process() -> None:
+    """Begin a warm shutdown of the worker running it (in-process solo tests)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -3,7 +3,8 @@
 For debugging, tests and ``call_command("runworker", burst=True,
 pool="solo")``. The running task holds the thread, so a cold shutdown raises
 ``ColdShutdown`` inside it, and ``--shutdown-timeout`` is a timer that
-delivers the second signal.
+delivers the second signal; the timer ends with the run, so a process that
+ran the worker in-process outlives it untouched.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import logging
 import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from ..executor import ColdShutdown
 from .base import InProcessPool
+
+if TYPE_CHECKING:
+    from ..supervisor import Supervisor
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -23,17 +28,29 @@ class SoloPool(InProcessPool):
     name = "solo"
     fixed_concurrency = 1
 
+    def __init__(self, supervisor: Supervisor) -> None:
+        super().__init__(supervisor)
+        self._timer: threading.Timer | None = None
+
     def _run_executors(self) -> None:
-        self.executors[0].run()
+        try:
+            self.executors[0].run()
+        finally:
+            if self._timer is not None:
+                # Joined too: a timer already firing delivers its signal while
+                # our handler is still installed, not the caller's.
+                self._timer.cancel()
+                self._timer.join()
 
     def stop(self) -> None:
         timeout = self.options.shutdown_timeout
-        if timeout is not None:
+        if timeout is not None and self._timer is None:
             # The running task holds this thread: a timer delivers the second
             # signal, whose handler interrupts it.
-            timer = threading.Timer(timeout, self._timeout)
-            timer.daemon = True
-            timer.start()
+            self._timer = threading.Timer(timeout, self._timeout)
+            self._timer.daemon = True
+            self._timer.name = "djtasks-shutdown-timeout"
+            self._timer.start()
         super().stop()
 
     def _timeout(self) -> None:
