@@ -1,10 +1,13 @@
 """Issue 7: the pools behind one interface, and what each does at its edges."""
 
+import os
 import threading
+import time
 
 import pytest
 
 from djtasks import states
+from djtasks.worker.slots import SharedSlots, SlotView
 from tests.app import tasks
 from tests.conftest import run_burst
 
@@ -39,3 +42,39 @@ def test_an_in_process_solo_worker_leaves_no_shutdown_timer_behind(broker):
         for t in threading.enumerate():
             if isinstance(t, threading.Timer):
                 t.cancel()
+
+
+# -- shared slots ------------------------------------------------------------------------
+
+
+def test_a_slot_reads_whole_while_its_writer_rewrites_it():
+    slots = SharedSlots(1)
+    writer = os.fork()
+    if writer == 0:  # a child, as a prefork executor is
+        slot, until = slots.slot(0), time.monotonic() + 0.5
+        n = 0
+        while time.monotonic() < until:
+            n += 1
+            slot.start(f"task-{n}", float(n))
+            slot.end()
+        os._exit(0)
+    views = []
+    while os.waitpid(writer, os.WNOHANG) == (0, 0):
+        view = slots.read(0)
+        if view is not None and view.running:
+            views.append(view)
+    assert views
+    assert all(v.task_id == f"task-{int(v.deadline)}" for v in views)
+    assert all(v.done == int(v.deadline) - 1 for v in views)
+
+
+def test_a_slot_whose_writer_died_mid_write_reads_as_none_until_reset():
+    slots = SharedSlots(2)
+    slots.slot(1).start("a", 1.0)
+    slots.slot(1).end()
+    slots._seq[SharedSlots._SIZE // 8] = 5  # odd: mid-write
+    assert slots.read(1) is None
+    slots.reset(1)
+    view = slots.read(1)
+    assert view is not None and (view.running, view.task_id, view.done) == (False, "", 1)
+    assert slots.read(0) == SlotView(False, 0.0, "", 0, 0)

@@ -72,8 +72,8 @@ class Executor:
 
     ``prefetch`` is how many messages one fetch takes; they wait in the
     broker's in-flight store, owned by ``consumer``, not only in memory.
-    ``slot`` is where the supervisor reads the hard time-limit deadline and
-    progress.
+    ``slot`` is where the supervisor reads the running task, its hard
+    time-limit deadline and progress.
     """
 
     def __init__(
@@ -250,18 +250,15 @@ class Executor:
             self._limit_warned.add(task.name)
             logger.warning("task %s has a time limit, which the threads pool cannot enforce; "
                            "use --pool prefork", task.name)
-        slot = self.slot
-        slot.deadline = time.time() + hard if hard else 0.0
-        slot.running = True
+        # One write each way: the supervisor kills by what the slot says.
+        self.slot.start(message.id, time.time() + hard if hard else 0.0)
         self._current = message.id
         try:
             close_old_connections()
             outcome = execute(task, message, hostname=self.hostname,
                               soft_time_limit=soft if self._soft_limits else None)
         finally:
-            slot.deadline = 0.0
-            slot.running = False
-            slot.tasks_done += 1
+            self.slot.end()
             self.tasks_run += 1
             close_old_connections()
         # Cleared only when the task ended: interrupted (ColdShutdown), it

@@ -153,8 +153,8 @@ class InProcessPool(Pool):
         return [e.name for e in self.executors]
 
     def stats(self) -> Stats:
-        return Stats(running=sum(1 for e in self.executors if e.slot.running),
-                     done=sum(e.slot.tasks_done for e in self.executors))
+        views = [e.slot.read() for e in self.executors]
+        return Stats(running=sum(1 for v in views if v.running), done=sum(v.done for v in views))
 
     def _warn_terminate_revoked(self) -> None:
         try:

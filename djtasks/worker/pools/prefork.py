@@ -90,8 +90,8 @@ class PreforkPool(Pool):
         return [c for _, c in self.children.values()]
 
     def stats(self) -> Stats:
-        slots = [self.slots.read(i) for i in range(self.slots.count)]
-        return Stats(running=sum(1 for r, _, _ in slots if r), done=sum(d for _, _, d in slots))
+        views = [v for v in map(self.slots.read, range(self.slots.count)) if v is not None]
+        return Stats(running=sum(1 for v in views if v.running), done=sum(v.done for v in views))
 
     # -- children ------------------------------------------------------------------
 
@@ -112,11 +112,11 @@ class PreforkPool(Pool):
         # Signals stay blocked across fork so the child never runs our handler.
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        self.slots.reset(slot)  # before the fork: from then on the child writes it
         pid = os.fork()
         if pid == 0:
             self._child(slot, consumer)  # never returns
         signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-        self.slots.write(slot, False, 0.0, self.slots.read(slot)[2])
         self.children[pid] = (slot, consumer)
         self._spawned[slot] = time.monotonic()
 
@@ -197,7 +197,10 @@ class PreforkPool(Pool):
         """Kill each child whose task has run past its hard time limit."""
         now = time.time()
         for pid, (slot, consumer) in self.children.items():
-            running, deadline, _ = self.slots.read(slot)
+            view = self.slots.read(slot)
+            if view is None:
+                continue
+            running, deadline = view.running, view.deadline
             if running and deadline and now > deadline and pid not in self._killed:
                 logger.error("executor %s ran past a hard time limit: killing it", consumer)
                 self._kill(pid, consumer, Kill.TIME_LIMIT)
@@ -211,7 +214,8 @@ class PreforkPool(Pool):
             return
         for consumer, task_id in found.items():
             pid = consumers[consumer]
-            if not self.slots.read(self.children[pid][0])[0]:
+            view = self.slots.read(self.children[pid][0])
+            if view is None or not view.running:
                 continue  # the marker names the last task; none runs now
             logger.warning("terminating task %s (revoked with terminate=True)", task_id)
             self._kill(pid, consumer, Kill.TERMINATE, task_id)

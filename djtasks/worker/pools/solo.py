@@ -60,5 +60,5 @@ class SoloPool(InProcessPool):
 
     def go_cold(self) -> None:
         super().go_cold()
-        if any(e.slot.running for e in self.executors):
+        if any(e.slot.read().running for e in self.executors):
             raise ColdShutdown()
