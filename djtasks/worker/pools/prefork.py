@@ -3,8 +3,9 @@
 The pool's loop (every ``TICK``) reaps children and replaces any that exits
 (with backoff for one that keeps dying at once), kills a child whose task is
 past its hard time limit, and every ``TERMINATE_EVERY`` one whose task was
-revoked with ``terminate``. Each child reports in its shared-memory slot
-(``..slots``) whether it runs a task and its deadline.
+revoked with ``terminate``. Each child reports the task it runs (id and hard
+deadline) in its shared-memory slot (``..slots``); a kill names the task the
+slot showed, and happens only if the slot still shows it just before.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from django.db import connections
 from ...brokers import reset_broker
 from ...exceptions import BrokerError
 from ..executor import RECYCLE
-from ..slots import SharedSlots
+from ..slots import SharedSlots, SlotView
 from .base import TICK, Kill, Pool, Stats
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class PreforkPool(Pool):
 
     def _settle_child(self, pid: int, consumer: str, code: int) -> None:
         kill, task_id = self._killed.pop(pid, (None, ""))
-        if kill is None or not task_id:
+        if kill is None:
             self.supervisor.release(consumer)
             return
         released = self.supervisor.release(consumer, drop_running=task_id)
@@ -178,44 +179,43 @@ class PreforkPool(Pool):
 
     # -- kills ---------------------------------------------------------------------
 
-    def _kill(self, pid: int, consumer: str, kill: Kill, task_id: str | None = None) -> None:
-        """SIGKILL an executor for ``kill``; the task it runs is settled as
-        killed only if it is still ``task_id``."""
-        if task_id is None:
-            try:
-                handle = self.broker.consumer(consumer, self.options.queues)
-                task_id = getattr(handle, "running_task", lambda: "")() or ""
-            except BrokerError:  # the heartbeat reports outages
-                task_id = ""
-        self._killed[pid] = (kill, task_id)
+    def _kill(self, pid: int, slot: int, seen: SlotView, kill: Kill) -> bool:
+        """SIGKILL executor ``pid`` for ``kill`` of the task in ``seen``, if its
+        slot still shows that run: a task that ended meanwhile is no longer
+        the one to kill, and the next is not. Returns whether it was killed."""
+        if self.slots.read(slot) != seen:
+            return False
+        self._killed[pid] = (kill, seen.task_id)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        return True
 
     def enforce_time_limits(self) -> None:
         """Kill each child whose task has run past its hard time limit."""
         now = time.time()
         for pid, (slot, consumer) in self.children.items():
-            view = self.slots.read(slot)
-            if view is None:
+            if pid in self._killed:
                 continue
-            running, deadline = view.running, view.deadline
-            if running and deadline and now > deadline and pid not in self._killed:
+            view = self.slots.read(slot)
+            if view is None or not view.running or not view.deadline or now <= view.deadline:
+                continue
+            if self._kill(pid, slot, view, Kill.TIME_LIMIT):
                 logger.error("executor %s ran past a hard time limit: killing it", consumer)
-                self._kill(pid, consumer, Kill.TIME_LIMIT)
 
     def terminate_revoked(self) -> None:
         """Kill each child whose running task was revoked with ``terminate``."""
-        consumers = {c: pid for pid, (_, c) in self.children.items() if pid not in self._killed}
+        consumers = {c: (pid, slot) for pid, (slot, c) in self.children.items()
+                     if pid not in self._killed}
         try:
             found = self.broker.to_terminate(list(consumers))
         except BrokerError:  # the heartbeat reports outages
             return
         for consumer, task_id in found.items():
-            pid = consumers[consumer]
-            view = self.slots.read(self.children[pid][0])
-            if view is None or not view.running:
-                continue  # the marker names the last task; none runs now
-            logger.warning("terminating task %s (revoked with terminate=True)", task_id)
-            self._kill(pid, consumer, Kill.TERMINATE, task_id)
+            pid, slot = consumers[consumer]
+            view = self.slots.read(slot)
+            if view is None or view.task_id != task_id:
+                continue  # the broker names the task started last; it is not running now
+            if self._kill(pid, slot, view, Kill.TERMINATE):
+                logger.warning("terminating task %s (revoked with terminate=True)", task_id)
