@@ -376,12 +376,6 @@ class RedisConsumer(Consumer):
         reaped = self.broker._run_reap("", mode, [self.name])
         return reaped[0] if reaped else Reaped(self.name, None, Fate.NONE, [])
 
-    def running_task(self) -> str | None:
-        """The id this consumer started last, if it is still recorded (Redis only)."""
-        b = self.broker
-        marker = b._call(b.client.hget, b.running_key, self.name)
-        return None if marker is None else marker.decode().split("\n", 1)[0]
-
 
 class _RedisDoneListener(DoneListener):
     def __init__(self, broker: RedisBroker, task_id: str) -> None:

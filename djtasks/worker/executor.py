@@ -72,8 +72,8 @@ class Executor:
 
     ``prefetch`` is how many messages one fetch takes; they wait in the
     broker's in-flight store, owned by ``consumer``, not only in memory.
-    ``slot`` is where the supervisor reads the hard time-limit deadline and
-    progress.
+    ``slot`` is where the supervisor reads the running task, its hard
+    time-limit deadline and progress.
     """
 
     def __init__(
@@ -98,14 +98,20 @@ class Executor:
         self.tasks_run = 0  # by this executor (the slot counts across replacements)
         self._current: str | None = None  # id of the task running now
         self._limit_warned: set[str] = set()
-        self._soft_limits = threading.current_thread() is threading.main_thread()
+        self._soft_limits = False  # decided in run(), by the thread that runs the tasks
 
     def stop(self) -> None:
         """Warm stop: finish the running task, give the fetched ones back."""
         self.stopping = True
 
     def run(self) -> None:
-        """The loop. Broker outages are logged and retried with backoff."""
+        """The loop. Broker outages are logged and retried with backoff.
+
+        Soft time limits are enforced only if this is the main thread
+        (``SIGALRM`` reaches no other); elsewhere a task with a time limit
+        runs without it, with a warning once per task name.
+        """
+        self._soft_limits = threading.current_thread() is threading.main_thread()
         self.results = ResultWriter(self.broker, self.consumer)
         backoff = 0.5
         try:
@@ -244,18 +250,15 @@ class Executor:
             self._limit_warned.add(task.name)
             logger.warning("task %s has a time limit, which the threads pool cannot enforce; "
                            "use --pool prefork", task.name)
-        slot = self.slot
-        slot.deadline = time.time() + hard if hard else 0.0
-        slot.running = True
+        # One write each way: the supervisor kills by what the slot says.
+        self.slot.start(message.id, time.time() + hard if hard else 0.0)
         self._current = message.id
         try:
             close_old_connections()
             outcome = execute(task, message, hostname=self.hostname,
                               soft_time_limit=soft if self._soft_limits else None)
         finally:
-            slot.deadline = 0.0
-            slot.running = False
-            slot.tasks_done += 1
+            self.slot.end()
             self.tasks_run += 1
             close_old_connections()
         # Cleared only when the task ended: interrupted (ColdShutdown), it

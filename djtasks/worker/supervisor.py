@@ -1,44 +1,38 @@
-"""The supervisor: owns signals, the pool's lives and the consumers' leases.
+"""The supervisor: owns signals, the consumers' leases and settling lost tasks.
 
-``--pool prefork`` forks ``concurrency`` executor processes and replaces any
-that dies or asks to be recycled, and kills a task past its hard time limit
-or revoked with ``terminate``; ``--pool threads`` runs the executors as
-threads; ``--pool solo`` runs one executor in this process. Whatever the
-pool, the supervisor renews every consumer's lease (a heartbeat every
-``lease / 3`` seconds), records the worker for ``manage.py djtasks workers``
-and reaps consumers of dead workers, so their fetched messages go back to
-their queues (docs/delivery.md).
+It runs one pool (``pools/``: prefork, threads or solo), which starts and
+watches the executors. Whatever the pool, the supervisor turns the first
+SIGTERM/SIGINT into a warm shutdown and the second (or ``--shutdown-timeout``)
+into a cold one, renews every consumer's lease (the pool calls
+``heartbeat()`` every ``lease / 3`` seconds), records the worker for
+``manage.py djtasks workers``, reaps consumers of dead workers so their
+fetched messages go back to their queues, and settles the task of a consumer
+that is gone (docs/delivery.md).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
 
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 
 from .. import signals, states
-from ..brokers import Broker, Consumer, Fate, Reaped, get_broker, reset_broker
+from ..brokers import Broker, Consumer, Fate, Reaped, get_broker
 from ..conf import get_settings
-from ..exceptions import BrokerError, TaskRevokedError, TimeLimitExceeded, WorkerLostError
+from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult
 from ..utils import install_task_record_factory
-from .executor import RECYCLE, ColdShutdown, Executor, Limits
-from .slots import SharedSlots, SlotState
+from .executor import Limits
+from .pools import POOLS, Kill, Pool
 
 logger = logging.getLogger("djtasks.worker")
-
-POOLS = ("prefork", "threads", "solo")
-TICK = 0.05  # seconds between the prefork supervisor's looks at its children
-TERMINATE_EVERY = 0.25  # seconds between looks for tasks revoked with terminate
 
 
 def default_hostname() -> str:
@@ -55,14 +49,6 @@ class WorkerOptions:
     hostname: str = field(default_factory=default_hostname)
     limits: Limits = field(default_factory=Limits)
     shutdown_timeout: float | None = 60.0  # seconds of warm shutdown before a cold one
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to send SIGTERM to this child when the supervisor dies."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _mark(task_id: str, consumer: str, status: str, exc: BaseException) -> int:
@@ -111,25 +97,12 @@ class Supervisor:
         self.cold = False
         self.started = time.time()
         self._stop_deadline: float | None = None
-        self._generation = 0
-        self._executors: list[Executor] = []  # solo and threads pools
-        self.children: dict[int, tuple[int, str]] = {}  # pid -> (slot, consumer)
-        self._killed: dict[int, tuple[str, str]] = {}  # pid -> (why, task id)
-        self._failures: dict[int, int] = {}  # slot -> quick exits in a row
-        self._spawn_at: dict[int, float] = {}  # slot -> when to respawn
-        self._spawned: dict[int, float] = {}  # slot -> when last spawned (monotonic)
-        self._shared: SharedSlots | None = None
-        self.crashed = False
         self.restart = False
-        self._terminate_warned: set[str] = set()
+        self.pool: Pool = POOLS[options.pool](self)
 
     @property
     def broker(self) -> Broker:
         return get_broker()
-
-    def _consumer_name(self, slot: int) -> str:
-        self._generation += 1
-        return f"{self.options.hostname}/{slot}.{self._generation}"
 
     # -- signals -------------------------------------------------------------
 
@@ -145,20 +118,7 @@ class Supervisor:
         self.stopping = True
         if self.options.shutdown_timeout is not None:
             self._stop_deadline = time.monotonic() + self.options.shutdown_timeout
-            if self.options.pool == "solo":
-                # The running task holds the main thread: a timer delivers the
-                # second signal, whose handler interrupts it.
-                timer = threading.Timer(self.options.shutdown_timeout, self._timeout_solo)
-                timer.daemon = True
-                timer.start()
-        for executor in self._executors:
-            executor.stop()
-        self._signal_children(signal.SIGTERM)
-
-    def _timeout_solo(self) -> None:
-        if not self.cold:
-            logger.warning("shutdown timeout reached: cold shutdown")
-            os.kill(os.getpid(), signal.SIGTERM)
+        self.pool.stop()
 
     def request_restart(self) -> None:
         """Stop warmly so the worker can be started again (``--reload``)."""
@@ -169,35 +129,29 @@ class Supervisor:
 
     def _go_cold(self) -> None:
         self.stopping = self.cold = True
-        for executor in self._executors:
-            executor.stop()
-        self._signal_children(signal.SIGKILL)
-        if self.options.pool == "solo" and any(s.running for s in self._slots_in_process()):
-            raise ColdShutdown()
+        self.pool.go_cold()
 
-    def _signal_children(self, signum: int) -> None:
-        for pid in self.children:
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def _slots_in_process(self) -> list[SlotState]:
-        return [e.slot for e in self._executors]
+    def check_shutdown_timeout(self) -> bool:
+        """Go cold once ``--shutdown-timeout`` seconds have passed since the
+        warm shutdown began (pools call this as they wait); True once cold."""
+        if (self._stop_deadline is not None and not self.cold
+                and time.monotonic() > self._stop_deadline):
+            logger.warning("shutdown timeout reached: cold shutdown")
+            self._go_cold()
+        return self.cold
 
     # -- leases and bookkeeping ------------------------------------------------
 
     def _handle(self, consumer: str) -> Consumer:
         return self.broker.consumer(consumer, self.options.queues)
 
-    def _consumers(self) -> list[str]:
-        return [c for _, c in self.children.values()] + [e.name for e in self._executors]
-
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
+        """Renew the pool's consumers' leases, record the worker, reap dead
+        workers' consumers and settle their tasks."""
         # Nothing here may kill the heartbeat: without it, other workers would
         # take this live worker's messages.
         try:
-            for consumer in self._consumers():
+            for consumer in self.pool.consumers():
                 self._handle(consumer).renew(self.lease)
             self.broker.register_worker(self.options.hostname, self._info())
             reaped = self.broker.reap()
@@ -208,13 +162,7 @@ class Supervisor:
             logger.error("heartbeat failed: %s", exc)
 
     def _info(self) -> dict[str, object]:
-        if self._shared is not None:
-            slots = [self._shared.read(i) for i in range(self._shared.count)]
-            running = sum(1 for r, _, _ in slots if r)
-            done = sum(d for _, _, d in slots)
-        else:
-            running = sum(1 for e in self._executors if e.slot.running)
-            done = sum(e.slot.tasks_done for e in self._executors)
+        running, done = self.pool.stats()
         return {
             "hostname": self.options.hostname, "pid": os.getpid(),
             "queues": self.options.queues, "concurrency": self.options.concurrency,
@@ -222,11 +170,13 @@ class Supervisor:
             "lease": self.lease, "tasks_done": done, "tasks_running": running,
         }
 
-    def _release(self, consumer: str, *, drop_running: str | None = None) -> Reaped | None:
+    def release(self, consumer: str, *, drop_running: str | None = None) -> Reaped | None:
         """A consumer of ours is gone: give its messages back, settle its task.
 
-        While stopping, a running acks_late task goes back without counting
-        as a death (the worker stopped it; the task did not kill it).
+        ``drop_running``: the pool killed it while it ran that task, which is
+        acked, not settled here (see ``record_kill``). While stopping, a
+        running acks_late task goes back without counting as a death (the
+        worker stopped it; the task did not kill it).
         """
         try:
             released = self._handle(consumer).release(drop_running=drop_running,
@@ -243,6 +193,24 @@ class Supervisor:
                 logger.error("could not record the task lost with %s: %s", consumer, exc)
         return released
 
+    def record_kill(self, kill: Kill, task_id: str, consumer: str) -> None:
+        """Settle task ``task_id``, whose executor ``consumer`` the pool killed
+        for ``kill``: FAILURE ``TimeLimitExceeded`` or REVOKED ``terminated``."""
+        if kill is Kill.TIME_LIMIT:
+            exc: BaseException = TimeLimitExceeded(
+                f"ran past its hard time limit; executor {consumer} was killed")
+            status = states.FAILURE
+        else:
+            exc, status = TaskRevokedError("terminated"), states.REVOKED
+        if _mark(task_id, consumer, status, exc):
+            self.broker.notify_done([task_id])
+        logger.error("task %s: %s", task_id, exc)
+        if kill is Kill.TERMINATE:
+            name = TaskResult.objects.filter(task_id=task_id).values_list(
+                "task_name", flat=True).first()
+            signals.task_revoked.send(sender=name, request=None, task_id=task_id,
+                                      terminated=True, signum=signal.SIGKILL, expired=False)
+
     # -- running -------------------------------------------------------------
 
     def run(self) -> int:
@@ -254,10 +222,7 @@ class Supervisor:
             signal.signal(signal.SIGINT, self._on_signal)
         signals.worker_ready.send(sender=self.options.hostname, hostname=self.options.hostname)
         try:
-            if self.options.pool == "prefork":
-                self._run_prefork()
-            else:
-                self._run_in_process()
+            self.pool.run()
         finally:
             if in_main:
                 for sig, handler in previous.items():
@@ -268,223 +233,4 @@ class Supervisor:
                 logger.error("could not unregister the worker: %s", exc)
             signals.worker_shutdown.send(sender=self.options.hostname,
                                          hostname=self.options.hostname)
-        return 1 if self.crashed else 0
-
-    def _make_executor(self, consumer: str, slot: SlotState | None = None) -> Executor:
-        return Executor(
-            get_broker(), consumer=consumer, hostname=self.options.hostname,
-            queues=self.options.queues, prefetch=self.options.prefetch_multiplier,
-            burst=self.options.burst, limits=self.options.limits, slot=slot,
-        )
-
-    # solo and threads ---------------------------------------------------------
-
-    def _run_in_process(self) -> None:
-        count = 1 if self.options.pool == "solo" else self.options.concurrency
-        self._executors = [self._make_executor(self._consumer_name(i)) for i in range(count)]
-        self._heartbeat()
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(self.lease / 3):
-                self._heartbeat()
-                self._terminate_revoked_in_process()
-
-        beater = threading.Thread(target=beat, name="djtasks-heartbeat", daemon=True)
-        beater.start()
-        try:
-            if self.options.pool == "solo":
-                self._executors[0].run()
-            else:
-                self._run_threads()
-        except ColdShutdown:
-            logger.warning("cold shutdown: the running task was interrupted")
-        finally:
-            done.set()
-            beater.join()
-            for executor in self._executors:
-                self._release(executor.name)
-
-    def _run_threads(self) -> None:
-        threads = [threading.Thread(target=e.run, name=f"djtasks-executor-{i}", daemon=True)
-                   for i, e in enumerate(self._executors)]
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
-            if self.cold:
-                # Threads cannot be killed: give their messages back and leave
-                # them to die with the process.
-                return
-            if self._stop_deadline is not None and time.monotonic() > self._stop_deadline:
-                logger.warning("shutdown timeout reached: cold shutdown")
-                self._go_cold()
-                return
-            for t in threads:
-                t.join(TICK)
-
-    def _terminate_revoked_in_process(self) -> None:
-        try:
-            found = self.broker.to_terminate([e.name for e in self._executors])
-        except BrokerError:  # the heartbeat reports outages
-            return
-        for task_id in set(found.values()) - self._terminate_warned:
-            self._terminate_warned.add(task_id)
-            logger.warning("task %s was revoked with terminate=True, but the %s pool "
-                           "cannot kill a running task; it runs to its end",
-                           task_id, self.options.pool)
-
-    # prefork ----------------------------------------------------------------
-
-    def _spawn(self, slot: int) -> None:
-        assert self._shared is not None
-        consumer = self._consumer_name(slot)
-        try:
-            self._handle(consumer).renew(self.lease)
-        except Exception as exc:  # the next heartbeat registers it
-            logger.error("could not register executor %s yet: %s", consumer, exc)
-        connections.close_all()  # a forked child must not share the parent's sockets
-        # Signals stay blocked across fork so the child never runs our handler.
-        blocked = {signal.SIGTERM, signal.SIGINT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-        pid = os.fork()
-        if pid == 0:
-            self._child(slot, consumer)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-        self._shared.write(slot, False, 0.0, self._shared.read(slot)[2])
-        self.children[pid] = (slot, consumer)
-        self._spawned[slot] = time.monotonic()
-
-    def _child(self, slot: int, consumer: str) -> None:
-        assert self._shared is not None
-        code = 1
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _die_with_parent()
-            reset_broker()
-            executor = self._make_executor(consumer, self._shared.slot(slot))
-            signal.signal(signal.SIGTERM, lambda *_: executor.stop())
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-            executor.run()
-            code = RECYCLE if executor.recycle else 0
-        except BaseException:
-            logger.exception("executor %s crashed", consumer)
-        finally:
-            connections.close_all()
-            os._exit(code)
-
-    def _run_prefork(self) -> None:
-        self._shared = SharedSlots(self.options.concurrency)
-        self._heartbeat()
-        for slot in range(self.options.concurrency):
-            self._spawn(slot)
-        next_beat = time.monotonic() + self.lease / 3
-        next_terminate = 0.0
-        while self.children or (self._spawn_at and not self.stopping):
-            self._reap_children()
-            now = time.monotonic()
-            if now >= next_beat:
-                self._heartbeat()
-                next_beat = now + self.lease / 3
-            if now >= next_terminate:
-                self._terminate_revoked()
-                next_terminate = now + TERMINATE_EVERY
-            self._enforce_time_limits()
-            if self._stop_deadline is not None and now > self._stop_deadline and not self.cold:
-                logger.warning("shutdown timeout reached: cold shutdown")
-                self._go_cold()
-            for slot, when in list(self._spawn_at.items()):
-                if now >= when and not self.stopping:
-                    del self._spawn_at[slot]
-                    self._spawn(slot)
-            time.sleep(TICK)
-
-    def _reap_children(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            slot, consumer = self.children.pop(pid)
-            code = os.waitstatus_to_exitcode(status)
-            self._settle_child(pid, consumer, code)
-            if code not in (0, RECYCLE):
-                logger.error("executor %s (pid %d) exited with %d", consumer, pid, code)
-            if self.stopping or (self.options.burst and code == 0):
-                continue
-            # A child that keeps dying at once is respawned with backoff.
-            quick = time.monotonic() - self._spawned.get(slot, 0) < 1.0 and code not in (
-                0, RECYCLE) and pid not in self._killed
-            self._failures[slot] = self._failures.get(slot, 0) + 1 if quick else 0
-            delay = min(0.1 * 2 ** self._failures[slot], 10.0) if quick else 0.0
-            self._spawn_at[slot] = time.monotonic() + delay
-            if code not in (0, RECYCLE) and self.options.burst and pid not in self._killed:
-                self.crashed = True
-
-    def _settle_child(self, pid: int, consumer: str, code: int) -> None:
-        why, task_id = self._killed.pop(pid, ("", ""))
-        if not why or not task_id:
-            self._release(consumer)
-            return
-        released = self._release(consumer, drop_running=task_id)
-        if released is not None and released.running != task_id:
-            return  # that task had ended; _release settled the one that was running
-        try:
-            self._record_kill(why, task_id, consumer)
-        except Exception as exc:
-            logger.error("could not record that task %s was killed: %s", task_id, exc)
-
-    def _record_kill(self, why: str, task_id: str, consumer: str) -> None:
-        if why == "time limit":
-            exc: BaseException = TimeLimitExceeded(
-                f"ran past its hard time limit; executor {consumer} was killed")
-            status = states.FAILURE
-        else:
-            exc, status = TaskRevokedError("terminated"), states.REVOKED
-        if _mark(task_id, consumer, status, exc):
-            self.broker.notify_done([task_id])
-        logger.error("task %s: %s", task_id, exc)
-        if why == "terminate":
-            name = TaskResult.objects.filter(task_id=task_id).values_list(
-                "task_name", flat=True).first()
-            signals.task_revoked.send(sender=name, request=None, task_id=task_id,
-                                      terminated=True, signum=signal.SIGKILL, expired=False)
-
-    def _kill(self, pid: int, consumer: str, why: str, task_id: str | None = None) -> None:
-        """SIGKILL an executor for ``why`` ("time limit" or "terminate"); the task
-        it runs is settled as killed only if it is still ``task_id``."""
-        if task_id is None:
-            try:
-                task_id = getattr(self._handle(consumer), "running_task", lambda: "")() or ""
-            except BrokerError:  # the heartbeat reports outages
-                task_id = ""
-        self._killed[pid] = (why, task_id)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-    def _enforce_time_limits(self) -> None:
-        assert self._shared is not None
-        now = time.time()
-        for pid, (slot, consumer) in self.children.items():
-            running, deadline, _ = self._shared.read(slot)
-            if running and deadline and now > deadline and pid not in self._killed:
-                logger.error("executor %s ran past a hard time limit: killing it", consumer)
-                self._kill(pid, consumer, "time limit")
-
-    def _terminate_revoked(self) -> None:
-        consumers = {c: pid for pid, (_, c) in self.children.items() if pid not in self._killed}
-        try:
-            found = self.broker.to_terminate(list(consumers))
-        except BrokerError:  # the heartbeat reports outages
-            return
-        assert self._shared is not None
-        for consumer, task_id in found.items():
-            pid = consumers[consumer]
-            if not self._shared.read(self.children[pid][0])[0]:
-                continue  # the marker names the last task; none runs now
-            logger.warning("terminating task %s (revoked with terminate=True)", task_id)
-            self._kill(pid, consumer, "terminate", task_id)
+        return 1 if self.pool.crashed else 0

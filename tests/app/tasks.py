@@ -248,3 +248,18 @@ async def async_retry_once(self) -> int:
     if self.request.retries == 0:
         raise self.retry(countdown=0)
     return self.request.retries
+
+
+@shared_task(soft_time_limit=0.1)
+def nap_past_soft_limit(seconds: float) -> str:
+    """Sleeps past its 0.1 s soft limit: "slept" where soft limits are not enforced."""
+    time.sleep(seconds)
+    return "slept"
+
+
+@shared_task
+def sigterm_my_process() -> None:
+    """Begin a warm shutdown of the worker running it (in-process solo tests)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)

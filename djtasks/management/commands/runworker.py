@@ -18,7 +18,8 @@ from djtasks.exceptions import BrokerError
 from djtasks.registry import registry
 from djtasks.utils import TASK_FORMAT, install_task_record_factory
 from djtasks.worker.executor import Limits
-from djtasks.worker.supervisor import POOLS, Supervisor, WorkerOptions, default_hostname
+from djtasks.worker.pools import POOLS
+from djtasks.worker.supervisor import Supervisor, WorkerOptions, default_hostname
 
 LOGLEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -77,7 +78,7 @@ class Command(BaseCommand):
             help="comma-separated queues to consume (default: DJTASKS['DEFAULT_QUEUE'])",
         )
         parser.add_argument(
-            "-P", "--pool", choices=POOLS, default="prefork",
+            "-P", "--pool", choices=list(POOLS), default="prefork",
             help="prefork: one process per executor (time limits, terminate); threads: "
                  "executors as threads, for I/O-bound tasks; solo: one, in this process",
         )
@@ -147,22 +148,23 @@ class Command(BaseCommand):
         self.check(display_num_errors=False)  # raises SystemCheckError on errors
         s = get_settings()
         queues = options["queues"] or [s.DEFAULT_QUEUE]
-        prefork = options["pool"] == "prefork"
-        if not prefork and (options["max_tasks_per_child"] or options["max_memory_per_child"]):
+        pool = POOLS[options["pool"]]
+        recycles = pool.recycles_executors
+        if not recycles and (options["max_tasks_per_child"] or options["max_memory_per_child"]):
             self.stderr.write(self.style.WARNING(
                 "--max-tasks-per-child and --max-memory-per-child replace prefork executors; "
                 f"the {options['pool']} pool ignores them"))
         worker = WorkerOptions(
             queues=queues,
-            concurrency=1 if options["pool"] == "solo" else options["concurrency"],  # solo: one
+            concurrency=pool.fixed_concurrency or options["concurrency"],
             pool=options["pool"],
             burst=options["burst"],
             prefetch_multiplier=options["prefetch_multiplier"] or s.PREFETCH_MULTIPLIER,
             hostname=options["hostname"] or default_hostname(),
             limits=Limits(
                 time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
-                max_tasks_per_child=options["max_tasks_per_child"] if prefork else None,
-                max_memory_per_child=options["max_memory_per_child"] if prefork else None,
+                max_tasks_per_child=options["max_tasks_per_child"] if recycles else None,
+                max_memory_per_child=options["max_memory_per_child"] if recycles else None,
             ),
             shutdown_timeout=options["shutdown_timeout"],
         )
