@@ -23,7 +23,7 @@ from types import FrameType
 
 from django.db import close_old_connections
 
-from .. import signals, states
+from .. import outbox, signals, states
 from ..brokers import Broker, Consumer, Fate, Reaped, get_broker
 from ..conf import get_settings
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
@@ -147,7 +147,8 @@ class Supervisor:
 
     def heartbeat(self) -> None:
         """Renew the pool's consumers' leases, record the worker, reap dead
-        workers' consumers and settle their tasks."""
+        workers' consumers and settle their tasks, and (one worker at a time)
+        publish committed tasks the broker never had (the outbox)."""
         # Nothing here may kill the heartbeat: without it, other workers would
         # take this live worker's messages.
         try:
@@ -160,6 +161,17 @@ class Supervisor:
                 settle_lost(reaped, self.broker)
         except Exception as exc:
             logger.error("heartbeat failed: %s", exc)
+        try:
+            self._sweep_outbox()
+        except Exception as exc:
+            logger.error("the outbox sweep failed: %s", exc)
+
+    def _sweep_outbox(self) -> None:
+        # A broker whose publish joins the caller's transaction has no outbox.
+        if self.broker.atomic_with is None and self.broker.lead(
+                "outbox", self.options.hostname, ttl=self.lease):
+            close_old_connections()
+            outbox.sweep(self.broker, grace=get_settings().OUTBOX_GRACE)
 
     def _info(self) -> dict[str, object]:
         running, done = self.pool.stats()
