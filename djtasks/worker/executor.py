@@ -33,7 +33,7 @@ from ..message import Message
 from ..models import TaskResult
 from ..registry import registry
 from ..task import Task
-from .results import ResultWriter
+from .results import InlineResultWriter, ResultWriter
 from .slots import SlotState
 
 logger = logging.getLogger("djtasks.worker")
@@ -73,13 +73,15 @@ class Executor:
     ``prefetch`` is how many messages one fetch takes; they wait in the
     broker's in-flight store, owned by ``consumer``, not only in memory.
     ``slot`` is where the supervisor reads the hard time-limit deadline and
-    progress.
+    progress. ``inline`` runs in the caller's thread and transaction
+    (``djtasks.testing``): its database connections are never closed and
+    each row is written at once, on them, instead of by a writer thread.
     """
 
     def __init__(
         self, broker: Broker, *, consumer: str, hostname: str, queues: list[str],
         prefetch: int, burst: bool = False, limits: Limits | None = None,
-        slot: SlotState | None = None,
+        slot: SlotState | None = None, inline: bool = False,
     ) -> None:
         self.broker = broker
         self.consumer: Consumer = broker.consumer(consumer, queues)
@@ -90,6 +92,7 @@ class Executor:
         self.burst = burst
         self.limits = limits or Limits()
         self.slot = slot or SlotState()
+        self.inline = inline
         self.stopping = False
         self.recycle = False  # stopped to be replaced (max tasks/memory)
         self.results: ResultWriter | None = None
@@ -106,7 +109,8 @@ class Executor:
 
     def run(self) -> None:
         """The loop. Broker outages are logged and retried with backoff."""
-        self.results = ResultWriter(self.broker, self.consumer)
+        writer = InlineResultWriter if self.inline else ResultWriter
+        self.results = writer(self.broker, self.consumer)
         backoff = 0.5
         try:
             while not self.stopping:
@@ -195,7 +199,7 @@ class Executor:
         if task.rate_per_second is not None:
             wait = self.broker.take_token(task.name, task.rate_per_second)
             if wait > 0:
-                self.consumer.defer(message.id, time.time() + wait)
+                self.consumer.defer(message.id, self.broker.clock() + wait)
                 return
         store = not task.ignore_result
         acks, self._acks = self._acks, []
@@ -249,7 +253,7 @@ class Executor:
         slot.running = True
         self._current = message.id
         try:
-            close_old_connections()
+            self._close_old_connections()
             outcome = execute(task, message, hostname=self.hostname,
                               soft_time_limit=soft if self._soft_limits else None)
         finally:
@@ -257,11 +261,16 @@ class Executor:
             slot.running = False
             slot.tasks_done += 1
             self.tasks_run += 1
-            close_old_connections()
+            self._close_old_connections()
         # Cleared only when the task ended: interrupted (ColdShutdown), it
         # stays current, so run() leaves its message to the supervisor.
         self._current = None
         return outcome
+
+    def _close_old_connections(self) -> None:
+        # As Django does around a request. Inline, they are the caller's.
+        if not self.inline:
+            close_old_connections()
 
     def _check_recycle(self) -> None:
         limits = self.limits
