@@ -1,5 +1,5 @@
 """Fixtures: a real Redis (fails under CI when down), per-test key prefixes,
-in-process and subprocess workers."""
+in-process and subprocess workers, and djtasks.testing's ``djtasks_capture``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import pytest
 import redis
 from django.core.management import call_command
 from django.db import connection
+
+pytest_plugins = ["djtasks.testing"]  # the djtasks_capture fixture, as a project enables it
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("DJTASKS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

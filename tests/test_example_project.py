@@ -1,4 +1,9 @@
-"""The example site end to end through HTTP: sign-up mail and CSV reports, run by a worker."""
+"""The example site through HTTP: the sign-up mail and CSV reports.
+
+Most tests capture what the views enqueue with ``djtasks.testing`` (inside
+the test's transaction, on the memory broker) and run it in-process; the
+last one runs the shop end to end on Redis with a real worker.
+"""
 
 import csv
 import io
@@ -6,41 +11,97 @@ import io
 import pytest
 from django.contrib.auth.models import User
 from django.core import mail
+from django.utils import timezone
 
 from djtasks import AsyncResult, states
-from djtasks.models import TaskResult
 from example_project.shop.models import Report
+from example_project.shop.tasks import generate_report, send_welcome_email
 
-pytestmark = pytest.mark.django_db(transaction=True)
+ALICE = {"username": "alice", "email": "alice@example.com",
+         "password1": "a-long-passw0rd!", "password2": "a-long-passw0rd!"}
+
+
+def sign_up(client, **fields):
+    response = client.post("/signup/", {**ALICE, **fields})
+    assert response.status_code in (200, 302), response.content.decode()[:2000]
+    return response
+
+
+# -- with djtasks.testing ---------------------------------------------------------
 
 
 @pytest.fixture
-def signed_up(client, burst):
-    response = client.post("/signup/", {
-        "username": "alice", "email": "alice@example.com",
-        "password1": "a-long-passw0rd!", "password2": "a-long-passw0rd!",
-    })
-    assert response.status_code == 302, response.content.decode()[:2000]
+def commit(django_capture_on_commit_callbacks):
+    """``with commit():`` runs the on-commit callbacks of the block, as a
+    commit of the view's transaction would (the test's own never commits)."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+@pytest.fixture
+def shopper(client, djtasks_capture, commit):
+    """A signed-up, logged-in client whose welcome mail has gone out."""
+    with commit():
+        sign_up(client)
+    djtasks_capture.run_all()
     return client
 
 
-def test_signup_enqueues_the_welcome_mail_in_its_transaction(signed_up, burst):
+@pytest.mark.django_db
+def test_signup_enqueues_the_welcome_mail_with_the_users_pk(client, djtasks_capture, commit):
+    with commit():
+        assert sign_up(client).status_code == 302
     user = User.objects.get(username="alice")
-    row = TaskResult.objects.get(task_name="example_project.shop.tasks.send_welcome_email")
-    assert row.status == states.PENDING
-    assert row.args == [user.pk]  # an id, not the user
-    burst("-Q", "default,reports")
-    row.refresh_from_db()
-    assert row.status == states.SUCCESS
+    djtasks_capture.assert_enqueued(send_welcome_email, args=[user.pk], times=1)
+    assert mail.outbox == []  # enqueued, not run
+    [ran] = djtasks_capture.run_all()
+    assert AsyncResult(ran.id).get(timeout=1) == "alice@example.com"
     assert [m.to for m in mail.outbox] == [["alice@example.com"]]
     assert "alice" in mail.outbox[0].body
 
 
-def test_report_is_generated_by_the_worker_and_downloads(signed_up, burst):
-    from django.utils import timezone
+@pytest.mark.django_db
+def test_a_signup_that_fails_validation_enqueues_no_mail(client, djtasks_capture, commit):
+    with commit():
+        assert sign_up(client, password2="something else").status_code == 200
+    djtasks_capture.assert_not_enqueued(send_welcome_email)
 
-    month = timezone.now().strftime("%Y-%m")
-    page = signed_up.post("/reports/", {"month": month}, follow=True).content.decode()
+
+@pytest.mark.django_db
+def test_a_report_request_enqueues_its_report_on_the_reports_queue(
+        shopper, djtasks_capture, commit):
+    with commit():
+        shopper.post("/reports/", {"month": "2026-01"})
+    report = Report.objects.get()
+    message = djtasks_capture.assert_enqueued(generate_report, args=[report.pk],
+                                              queue="reports")
+    assert report.task_id == message.id
+
+
+@pytest.mark.django_db
+def test_the_report_task_counts_the_months_orders(shopper, djtasks_capture, commit):
+    with commit():
+        shopper.post("/reports/", {"month": timezone.now().strftime("%Y-%m")})
+    djtasks_capture.run_all()
+    report = Report.objects.get()
+    assert (report.status, report.rows) == (Report.Status.READY, 3)  # the starter orders
+
+
+@pytest.mark.django_db
+def test_a_report_that_is_not_ready_does_not_download(shopper, commit):
+    with commit():
+        shopper.post("/reports/", {"month": "2026-01"})
+    report = Report.objects.get()
+    assert shopper.get(f"/reports/{report.pk}/download/").status_code == 404
+
+
+# -- end to end: Redis and a worker ----------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_is_generated_by_the_worker_and_downloads(client, burst):
+    sign_up(client)
+    page = client.post("/reports/", {"month": timezone.now().strftime("%Y-%m")},
+                       follow=True).content.decode()
     assert "queued" in page
     report = Report.objects.get()
     assert AsyncResult(report.task_id).status == states.PENDING
@@ -49,22 +110,10 @@ def test_report_is_generated_by_the_worker_and_downloads(signed_up, burst):
     assert report.status == Report.Status.READY
     assert report.rows == 3  # the starter orders of the sign-up
     assert AsyncResult(report.task_id).get(timeout=1)["rows"] == 3
-    response = signed_up.get(f"/reports/{report.pk}/download/")
+    assert [m.to for m in mail.outbox] == [["alice@example.com"]]  # the welcome mail ran too
+    response = client.get(f"/reports/{report.pk}/download/")
     assert response["Content-Type"] == "text/csv"
     body = b"".join(response.streaming_content).decode()
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][:3] == ["order", "placed", "product"]
     assert sorted(r[2] for r in rows[1:]) == ["Biscuits", "Mug", "Tea"]
-
-
-def test_reports_route_to_the_reports_queue(signed_up, broker):
-    from django.utils import timezone
-
-    signed_up.post("/reports/", {"month": timezone.now().strftime("%Y-%m")})
-    assert broker.queue_depths(["reports"]) == {"reports": 1}
-
-
-def test_a_report_that_is_not_ready_does_not_download(signed_up):
-    signed_up.post("/reports/", {"month": "2026-01"})
-    report = Report.objects.get()
-    assert signed_up.get(f"/reports/{report.pk}/download/").status_code == 404

@@ -42,6 +42,15 @@ def shared_broker(url: str, key_prefix: str, max_deaths: int = 3) -> MemoryBroke
         return broker
 
 
+def discard_shared_broker(url: str, key_prefix: str) -> None:
+    """Forget this process's memory broker for ``url`` and ``key_prefix``
+    and everything in it (``djtasks.testing``, at the end of a capture)."""
+    with _shared_lock:
+        broker = _shared.pop((os.getpid(), url, key_prefix), None)
+    if broker is not None:
+        broker.reset()
+
+
 @dataclass(eq=False, slots=True)
 class _Frame:
     """One published message. Compared by identity: a retry with the same
@@ -190,6 +199,12 @@ class MemoryBroker(Broker):
     def scheduled_count(self) -> int:
         with self._cond:
             return len(self._scheduled)
+
+    def next_eta(self) -> float | None:
+        """The earliest eta of a scheduled message (a timestamp), None if none
+        is scheduled: where ``djtasks.testing`` moves the clock to run it early."""
+        with self._cond:
+            return self._scheduled[0][0] if self._scheduled else None
 
     def ping(self) -> None:
         pass  # always here

@@ -33,7 +33,7 @@ from ..message import Message
 from ..models import TaskResult
 from ..registry import registry
 from ..task import Task
-from .results import ResultWriter
+from .results import InlineResultWriter, ResultWriter
 from .slots import SlotState
 
 logger = logging.getLogger("djtasks.worker")
@@ -73,13 +73,16 @@ class Executor:
     ``prefetch`` is how many messages one fetch takes; they wait in the
     broker's in-flight store, owned by ``consumer``, not only in memory.
     ``slot`` is where the supervisor reads the running task, its hard
-    time-limit deadline and progress.
+    time-limit deadline and progress. ``inline`` runs in the caller's thread
+    and transaction (``djtasks.testing``): its database connections are never
+    closed and each row is written at once, on them, instead of by a writer
+    thread.
     """
 
     def __init__(
         self, broker: Broker, *, consumer: str, hostname: str, queues: list[str],
         prefetch: int, burst: bool = False, limits: Limits | None = None,
-        slot: SlotState | None = None,
+        slot: SlotState | None = None, inline: bool = False,
     ) -> None:
         self.broker = broker
         self.consumer: Consumer = broker.consumer(consumer, queues)
@@ -90,6 +93,7 @@ class Executor:
         self.burst = burst
         self.limits = limits or Limits()
         self.slot = slot or SlotState()
+        self.inline = inline
         self.stopping = False
         self.recycle = False  # stopped to be replaced (max tasks/memory)
         self.results: ResultWriter | None = None
@@ -112,7 +116,8 @@ class Executor:
         runs without it, with a warning once per task name.
         """
         self._soft_limits = threading.current_thread() is threading.main_thread()
-        self.results = ResultWriter(self.broker, self.consumer)
+        writer = InlineResultWriter if self.inline else ResultWriter
+        self.results = writer(self.broker, self.consumer)
         backoff = 0.5
         try:
             while not self.stopping:
@@ -201,7 +206,7 @@ class Executor:
         if task.rate_per_second is not None:
             wait = self.broker.take_token(task.name, task.rate_per_second)
             if wait > 0:
-                self.consumer.defer(message.id, time.time() + wait)
+                self.consumer.defer(message.id, self.broker.clock() + wait)
                 return
         store = not task.ignore_result
         acks, self._acks = self._acks, []
@@ -254,17 +259,22 @@ class Executor:
         self.slot.start(message.id, time.time() + hard if hard else 0.0)
         self._current = message.id
         try:
-            close_old_connections()
+            self._close_old_connections()
             outcome = execute(task, message, hostname=self.hostname,
                               soft_time_limit=soft if self._soft_limits else None)
         finally:
             self.slot.end()
             self.tasks_run += 1
-            close_old_connections()
+            self._close_old_connections()
         # Cleared only when the task ended: interrupted (ColdShutdown), it
         # stays current, so run() leaves its message to the supervisor.
         self._current = None
         return outcome
+
+    def _close_old_connections(self) -> None:
+        # As Django does around a request. Inline, they are the caller's.
+        if not self.inline:
+            close_old_connections()
 
     def _check_recycle(self) -> None:
         limits = self.limits

@@ -107,6 +107,9 @@ class ResultWriter:
             marker.done.set()
         return not stop
 
+    def _close_old_connections(self) -> None:
+        close_old_connections()
+
     def _write_one_by_one(
         self, batch: list[tuple[TaskResult, str | None]]
     ) -> list[tuple[TaskResult, str | None]]:
@@ -122,7 +125,7 @@ class ResultWriter:
                 stored.append((row, ack))
                 continue
             except DatabaseError as exc:
-                close_old_connections()
+                self._close_old_connections()
                 error = exc
             logger.error("could not store the result of task %s: %s", row.task_id, error)
             fallback = row.refused(error)
@@ -130,18 +133,18 @@ class ResultWriter:
                 TaskResult.objects.write([fallback])
                 stored.append((fallback, ack))
             except DatabaseError:
-                close_old_connections()
+                self._close_old_connections()
         return stored
 
     def _write(self, batch: list[tuple[TaskResult, str | None]]) -> None:
         if not batch:
             return
         rows = [row for row, _ in batch]
-        close_old_connections()
+        self._close_old_connections()
         try:
             TaskResult.objects.write(rows)  # rows that came too late are dropped
         except DatabaseError:
-            close_old_connections()
+            self._close_old_connections()
             batch = self._write_one_by_one(batch)
         acks = [ack for _, ack in batch if ack is not None]
         stored = [r for r, _ in batch]
@@ -158,3 +161,26 @@ class ResultWriter:
             # Unacked acks_late messages are redelivered if this consumer dies:
             # at least once, as promised.
             logger.error("could not ack/notify after storing results: %s", exc)
+
+
+class InlineResultWriter(ResultWriter):
+    """Writes each row at once, in the calling thread, on its database
+    connections, which it never closes: for tasks run inside a test's
+    transaction (``djtasks.testing``), whose rows another thread's
+    connection could not see, and whose locks it would wait on."""
+
+    def __init__(self, broker: Broker, consumer: Consumer) -> None:
+        self.broker = broker
+        self.consumer = consumer
+
+    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+        self._write([(row, late_ack)])
+
+    def sync(self, timeout: float = 60.0) -> bool:
+        return True  # nothing waits
+
+    def stop(self) -> None:
+        pass
+
+    def _close_old_connections(self) -> None:
+        pass  # the caller's, maybe inside its transaction: closing one would end it
