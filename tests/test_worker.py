@@ -375,7 +375,7 @@ def test_a_retry_too_big_for_a_message_fails_the_task_through_the_size_check(bur
     assert broker.queue_depths(["default"])["default"] == 0 and broker.scheduled_count() == 0
 
 
-def test_a_retry_is_published_with_the_publish_signals(burst):
+def test_a_retry_is_published_with_the_publish_signals(burst, counter):
     from djtasks import signals
 
     seen: list[tuple[str, int]] = []
@@ -385,7 +385,7 @@ def test_a_retry_is_published_with_the_publish_signals(burst):
 
     signals.before_task_publish.connect(before)
     try:
-        result = tasks.flaky.delay("k-flaky", 2)
+        result = tasks.flaky.delay(counter("flaky"), 2)
         burst()
     finally:
         signals.before_task_publish.disconnect(before)
