@@ -13,10 +13,11 @@ from .message import Message, utc_datetime
 
 
 def exception_type(exc: BaseException) -> str:
-    """The dotted name ``AsyncResult`` rebuilds the exception from."""
+    """The importable path of the exception's class (``builtins.ValueError``),
+    which ``AsyncResult`` rebuilds the exception from and Django's ``TaskError``
+    imports. Older rows name builtins without their module (``ValueError``);
+    ``AsyncResult`` reads both forms."""
     cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import django
 from django.utils.module_loading import autodiscover_modules
 
 from .exceptions import AlreadyRegistered, NotRegistered
@@ -38,14 +39,22 @@ class Registry:
         self._tasks.pop(name, None)
 
     def get(self, name: str) -> Task:
-        """Return the task registered as ``name``; raise ``NotRegistered`` if none is."""
-        try:
-            return self._tasks[name]
-        except KeyError:
+        """Return the task registered as ``name``; raise ``NotRegistered`` if none is.
+
+        When ``TASKS`` has a ``DjtasksBackend``, a name nothing registered
+        may be the module path of a ``django.tasks`` task: that task is
+        imported and its wrapper registered (``djtasks.backends``), so a
+        worker runs Django tasks its process has not seen enqueued.
+        """
+        task = self._tasks.get(name)
+        if task is None:
+            task = _django_task(name)
+        if task is None:
             raise NotRegistered(
                 f"no task is registered as {name!r}; is its app in INSTALLED_APPS and the "
                 "function decorated with @shared_task in the app's tasks.py?"
-            ) from None
+            )
+        return task
 
     def __contains__(self, name: object) -> bool:
         return name in self._tasks
@@ -58,6 +67,16 @@ class Registry:
 
 
 registry = Registry()
+
+
+def _django_task(name: str) -> Task | None:
+    """The registered wrapper of the ``django.tasks`` task at module path
+    ``name``, or None if there is none (or no ``django.tasks``, before Django 6)."""
+    if django.VERSION < (6, 0):
+        return None
+    from .backends import wrapper_at
+
+    return wrapper_at(name)
 
 
 def autodiscover() -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from . import codec, states
 from .exceptions import TaskError, TaskRevokedError
 from .exceptions import TimeoutError as ResultTimeout
+from .message import utc_datetime
 
 if TYPE_CHECKING:
     from .execute import Outcome
@@ -182,7 +184,8 @@ class EagerResult:
     """The result of a task run in this process (``apply()``, ``ALWAYS_EAGER``).
 
     PENDING until the run happens (with ``on_commit``, when the transaction
-    commits); then holds the outcome in memory. No row is written.
+    commits); then holds the outcome in memory, with the run's start and end
+    (``date_started``, ``date_done``: aware datetimes). No row is written.
     """
 
     def __init__(self, id: str) -> None:
@@ -191,6 +194,8 @@ class EagerResult:
         self._value: Any = None
         self._exception: BaseException | None = None
         self.traceback: str | None = None
+        self.date_started: datetime | None = None
+        self.date_done: datetime | None = None
 
     def __repr__(self) -> str:
         return f"<EagerResult: {self.id}>"
@@ -200,6 +205,8 @@ class EagerResult:
         self._value = outcome.value
         self._exception = outcome.exception
         self.traceback = outcome.traceback or None
+        self.date_started = utc_datetime(outcome.started)
+        self.date_done = utc_datetime(outcome.finished)
 
     @property
     def status(self) -> str:

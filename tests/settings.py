@@ -112,6 +112,15 @@ DJTASKS = {
     "ROUTES": {"example_project.shop.tasks.generate_*": {"queue": "reports"}},  # as the example
 }
 
+# Django 6's tasks framework on djtasks (tests/test_django_tasks.py); 5.2 has none.
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "djtasks.backends.DjtasksBackend",
+            "QUEUES": ["default", "other"],
+        },
+    }
+
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "redis": {

@@ -36,7 +36,7 @@ def test_failure_is_stored_with_traceback_and_worker_carries_on(burst):
     burst()
     row = TaskResult.objects.get(task_id=failing.id)
     assert row.status == states.FAILURE
-    assert row.exception_type == "ValueError"
+    assert row.exception_type == "builtins.ValueError"
     assert row.exception_message == "boom"
     assert "raise ValueError(message)" in row.traceback
     assert AsyncResult(after.id).get(timeout=1) == 2
@@ -49,6 +49,16 @@ def test_get_reraises_the_original_exception_type_and_message(burst):
         failing.get(timeout=1)
     assert isinstance(failing.get(timeout=1, propagate=False), ValueError)
     assert failing.failed() and failing.ready() and not failing.successful()
+
+
+@pytest.mark.parametrize("stored", ["builtins.ValueError", "ValueError"])
+def test_get_rebuilds_builtins_stored_with_or_without_their_module(stored):
+    # Rows written before exception types became importable paths say "ValueError".
+    TaskResult.objects.create(task_id="old-row", task_name="tests.app.tasks.fail",
+                              status=states.FAILURE, exception_type=stored,
+                              exception_message="old message")
+    with pytest.raises(ValueError, match="old message"):
+        AsyncResult("old-row").get(timeout=1)
 
 
 def test_get_times_out_with_timeout_error(broker):
@@ -112,7 +122,7 @@ def test_autoretry_for_retries_then_fails(counter):
     run_burst()
     assert count(key) == 2  # first run + max_retries=1
     row = TaskResult.objects.get(task_id=result.id)
-    assert (row.status, row.retries, row.exception_type) == (states.FAILURE, 1, "OSError")
+    assert (row.status, row.retries, row.exception_type) == (states.FAILURE, 1, "builtins.OSError")
 
 
 def test_expired_task_is_not_run_and_is_revoked(burst, counter):
@@ -398,7 +408,7 @@ def test_a_task_raising_system_exit_fails_and_the_worker_carries_on(burst):
     after = tasks.add.delay(2, 2)
     burst()  # returns: the solo worker was not stopped by the task
     row = TaskResult.objects.get(task_id=exiting.id)
-    assert (row.status, row.exception_type) == (states.FAILURE, "SystemExit")
+    assert (row.status, row.exception_type) == (states.FAILURE, "builtins.SystemExit")
     assert after.get(timeout=1) == 4
 
 

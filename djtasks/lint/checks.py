@@ -63,7 +63,8 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
             found = getattr(import_module(module_name), task.fn.__name__, None)
         except ImportError:
             found = None
-        if found is not task:
+        # A django.tasks task's wrapper (djtasks.backends) is found as the Django task.
+        if found is not getattr(task, "django_task", task):
             errors.append(checks.Error(
                 f"task {task.name} cannot be imported as {module_name}.{task.fn.__name__}; "
                 "a worker could not find it by name.",
