@@ -10,7 +10,6 @@ status table and what differs from Django's backends: docs/django-tasks.md.
 
 from __future__ import annotations
 
-import asyncio
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -73,13 +72,12 @@ def django_priority(priority: int, declared: int) -> int:
 
 def run_coroutine(func: Callable[..., Coroutine[Any, Any, Any]], /, *args: Any,
                   **kwargs: Any) -> Any:
-    """Run the async task function ``func`` to its end and return its value.
+    """Run the async task function ``func`` to its end and return its value,
+    on the executor's event loop (``execute.run_coroutine``: one loop per
+    executor thread, kept across tasks)."""
+    from .execute import run_coroutine as run_on_loop
 
-    The one place a worker runs a coroutine. For now each call has an event
-    loop of its own (``asyncio.run``), so it cannot be called from a running
-    loop; a per-executor loop is meant to replace this function.
-    """
-    return asyncio.run(func(*args, **kwargs))
+    return run_on_loop(func(*args, **kwargs))
 
 
 class DjangoTaskWrapper(Task):
@@ -224,7 +222,7 @@ class DjtasksBackend(BaseTaskBackend):
 
     # run_after is the message's eta: it waits in the broker, not in a worker.
     supports_defer = True
-    # Run to their end on the worker, each in an event loop (run_coroutine).
+    # Run to their end on the worker, on the executor's event loop (run_coroutine).
     supports_async_task = True
     # From the TaskResult row, in any process.
     supports_get_result = True

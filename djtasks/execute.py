@@ -155,7 +155,7 @@ def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> 
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)  # type: ignore[arg-type]
             try:
                 value = task.run(*message.args, **message.kwargs)
-                if is_async:
+                if inspect.iscoroutine(value):
                     value = run_coroutine(value, soft_time_limit)
             finally:
                 # Disarmed inside the handlers below: an alarm landing here is
