@@ -35,6 +35,8 @@ class QueuedMessage(models.Model):
                          name="djtasks_queue_claim"),
             models.Index(fields=["prefix", "due"], name="djtasks_queue_due"),
             models.Index(fields=["prefix", "task_id"], name="djtasks_queue_task"),
+            # What one consumer holds (start, ack, requeue, release, twins).
+            models.Index(fields=["prefix", "consumer", "task_id"], name="djtasks_queue_held"),
         ]
 
     def __str__(self) -> str:
