@@ -98,9 +98,9 @@ def test_w001_can_be_silenced(temporary_tasks, settings):
     # E003 too: a task defined inside a test cannot be imported by name.
     settings.SILENCED_SYSTEM_CHECKS = ["djtasks.E003"]
     with pytest.raises(SystemCheckError, match="djtasks.W001"):
-        call_command("check", fail_level="WARNING")
+        call_command("check", fail_level="WARNING", databases=["default"])
     settings.SILENCED_SYSTEM_CHECKS = ["djtasks.E003", "djtasks.W001"]
-    call_command("check", fail_level="WARNING")
+    call_command("check", fail_level="WARNING", databases=["default"])
 
 
 def test_w002_soft_limit_not_below_hard_limit(temporary_tasks):
@@ -116,7 +116,7 @@ def test_manage_py_check_fails_on_a_djtasks_error(temporary_tasks):
 
     temporary_tasks(takes_item, name="tests.checks.takes_item2")
     with pytest.raises(SystemCheckError, match="djtasks.E002"):
-        call_command("check")
+        call_command("check", databases=["default"])
 
 
 def test_runworker_refuses_to_start_on_a_check_error(temporary_tasks):

@@ -360,4 +360,4 @@ def test_always_eager_runs_at_enqueue_and_returns_the_outcome(settings):
 
 def test_the_system_checks_accept_a_registered_wrapper(broker):
     django_tasks.add.enqueue(1, 1)
-    call_command("check", "--fail-level", "WARNING")
+    call_command("check", "--fail-level", "WARNING", "--database", "default")

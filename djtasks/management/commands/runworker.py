@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
@@ -145,8 +146,10 @@ class Command(BaseCommand):
 
     def inner_run(self, **options: Any) -> None:
         self._configure_logging(options["loglevel"])
-        self.check(display_num_errors=False)  # raises SystemCheckError on errors
         s = get_settings()
+        # Raises SystemCheckError on errors. Only the databases the worker uses:
+        # Django 6.1 would otherwise connect to every alias in DATABASES.
+        self.check(display_num_errors=False, databases=self._databases(s.BROKER_URL))
         queues = options["queues"] or [s.DEFAULT_QUEUE]
         pool = POOLS[options["pool"]]
         recycles = pool.recycles_executors
@@ -183,6 +186,20 @@ class Command(BaseCommand):
             sys.exit(3)  # the reloader parent starts a new worker
         if code:
             raise CommandError(f"worker exited with status {code}", returncode=code)
+
+    @staticmethod
+    def _databases(broker_url: str) -> list[str]:
+        """The database aliases this worker reads and writes: the result
+        backend's, and the broker's (``db://<alias>``)."""
+        from django.db import router
+
+        from djtasks.models import TaskResult
+
+        aliases = {router.db_for_write(TaskResult)}
+        parts = urlsplit(broker_url)
+        if parts.scheme == "db":
+            aliases.add(parts.netloc or parts.path.lstrip("/") or "default")
+        return sorted(aliases)
 
     def _configure_logging(self, level: str) -> None:
         """``--loglevel`` for djtasks; with no LOGGING of the project's own (no
