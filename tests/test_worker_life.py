@@ -489,9 +489,9 @@ def test_a_retry_killed_by_its_time_limit_before_its_started_row_is_not_left_ret
     key = counter("retry-hang")
     result = tasks.retry_then_hang.delay(key)
     worker = worker_process("-c", "1")
-    wait_until(lambda: count(key) == 2, what="the retry to start")
+    wait_until(lambda: count(key) == 2, timeout=60, what="the retry to start")
     wait_until(lambda: TaskResult.objects.get(task_id=result.id).status != states.RETRY,
-               timeout=15, what="the killed retry's row to settle")
+               timeout=30, what="the killed retry's row to settle")
     row = TaskResult.objects.get(task_id=result.id)
     assert (row.status, row.exception_type) == (
         states.FAILURE, "djtasks.exceptions.TimeLimitExceeded")
