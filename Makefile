@@ -39,7 +39,9 @@ demo: $(DEMO_VENV)/.installed
 	PY=$(DEMO_VENV)/bin/python scripts/demo.sh
 
 ## The whole test suite: lint, then Django 5.2 (Python 3.11) and Django 6.1
-## (Python 3.12), both on PostgreSQL and a real Redis.
+## (Python 3.12), both on PostgreSQL, SQLite, MariaDB and a real Redis; then
+## Django's own tests of django.tasks against DjtasksBackend (its source is
+## fetched from PyPI once).
 test: lint test-django52 test-django61
 
 test-django52: $(VENV)/.installed services
@@ -47,6 +49,7 @@ test-django52: $(VENV)/.installed services
 
 test-django61: $(VENV61)/.installed services
 	CI=$${CI-} DJTASKS_TEST_DB=postgres $(VENV61)/bin/python -m pytest
+	CI=$${CI-} scripts/django-tasks-tests.sh $(VENV61)/bin/python  # Django's own tests/tasks/
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check djtasks example_project tests benchmarks
