@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import django
 from django.apps import AppConfig
 
 
@@ -17,3 +18,8 @@ class DjtasksConfig(AppConfig):
         get_settings()  # a bad DJTASKS stops start-up here, naming the key
         install_task_record_factory()  # so LOGGING formats may use %(task_id)s anywhere
         autodiscover()
+        if django.VERSION >= (6, 0):  # Django's own tasks, by their module paths
+            from .backends import wrapper_at
+            from .registry import registry
+
+            registry.add_resolver(wrapper_at)

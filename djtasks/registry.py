@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import django
 from django.utils.module_loading import autodiscover_modules
 
 from .exceptions import AlreadyRegistered, NotRegistered
@@ -19,6 +18,15 @@ class Registry:
 
     def __init__(self) -> None:
         self._tasks: dict[str, Task] = {}
+        self._resolvers: list[Callable[[str], Task | None]] = []
+
+    def add_resolver(self, resolver: Callable[[str], Task | None]) -> None:
+        """Ask ``resolver(name)`` for a task no ``@shared_task`` registered:
+        ``djtasks.backends`` resolves the module paths of ``django.tasks``
+        tasks, so a worker runs Django tasks its process has not seen
+        enqueued. Added at most once."""
+        if resolver not in self._resolvers:
+            self._resolvers.append(resolver)
 
     def register(self, task: Task) -> None:
         """Add ``task``; raise ``AlreadyRegistered`` if its name is another function's.
@@ -41,14 +49,14 @@ class Registry:
     def get(self, name: str) -> Task:
         """Return the task registered as ``name``; raise ``NotRegistered`` if none is.
 
-        When ``TASKS`` has a ``DjtasksBackend``, a name nothing registered
-        may be the module path of a ``django.tasks`` task: that task is
-        imported and its wrapper registered (``djtasks.backends``), so a
-        worker runs Django tasks its process has not seen enqueued.
+        A name nothing registered is offered to the resolvers
+        (``add_resolver``), in order.
         """
         task = self._tasks.get(name)
-        if task is None:
-            task = _django_task(name)
+        for resolver in self._resolvers:
+            if task is not None:
+                break
+            task = resolver(name)
         if task is None:
             raise NotRegistered(
                 f"no task is registered as {name!r}; is its app in INSTALLED_APPS and the "
@@ -67,16 +75,6 @@ class Registry:
 
 
 registry = Registry()
-
-
-def _django_task(name: str) -> Task | None:
-    """The registered wrapper of the ``django.tasks`` task at module path
-    ``name``, or None if there is none (or no ``django.tasks``, before Django 6)."""
-    if django.VERSION < (6, 0):
-        return None
-    from .backends import wrapper_at
-
-    return wrapper_at(name)
 
 
 def autodiscover() -> None:
