@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""The peers' side of the benchmark: RQ, Huey, Dramatiq and Celery, same workload.
+"""The peers' side of the benchmark: RQ, Huey, Dramatiq, Celery, django-tasks-db.
 
-    /tmp/peers-venv/bin/python benchmarks/peers.py [--tasks N] [--json FILE]
+    /tmp/peers-venv/bin/python benchmarks/peers.py [--tasks N] [--repeat R]
+                                                   [--only NAME] [--json FILE]
 
 Run with an interpreter whose environment has the peers installed (not
 djtasks' own; see benchmarks/README.md). Every peer runs the workload of
@@ -12,13 +13,18 @@ counter. Measured, as for djtasks:
 * enqueue rate: N enqueues from this one process (tasks/s);
 * drain rate: N tasks queued, then workers with 2 executors started; timed
   from the first task's start to the last (tasks/s), no stored results;
-* drain rate with results stored in PostgreSQL (Celery + django-celery-results);
+* drain rate with results stored in PostgreSQL (Celery + django-celery-results,
+  django-tasks-db);
 * enqueue-to-start latency p50/p99 (ms): one worker, one idle executor,
   sequential enqueues.
 
-A peer that cannot be imported is skipped with the reason printed. Every
-worker is a subprocess in a session of its own, stopped (SIGTERM, then
-SIGKILL) at the end whatever happens, and every wait has a deadline.
+A peer that cannot be imported is skipped with the reason printed. Each
+peer is measured in a child process of its own (``--in-process``), so that
+two Django projects (celery-db's, django-tasks-db's) never meet in one
+process; with ``--repeat R`` it is measured R times and each figure is the
+median. Every worker is a subprocess in a session of its own, stopped
+(SIGTERM, then SIGKILL) at the end whatever happens, and every wait has a
+deadline.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -42,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 
 REDIS_URL = os.environ.setdefault("PEERS_REDIS_URL", "redis://127.0.0.1:6379/13")
 BIN = Path(sys.executable).parent
-LOG_DIR = Path(tempfile.mkdtemp(prefix="djtasks-peers-"))
+# A child (--in-process) logs beside its parent.
+LOG_DIR = Path(os.environ.get("PEERS_LOG_DIR") or tempfile.mkdtemp(prefix="djtasks-peers-"))
 
 # Every Redis key a peer creates in db 13 matches one of these; _reset
 # deletes only those.
@@ -167,13 +175,32 @@ def drain_rate(name: str, enqueue: Callable[[str], object], n: int,
     return (n - 1) / (last - first)
 
 
-def latency_ms(name: str, enqueue: Callable[[str, float], object], samples: int,
+# Seconds idle before each cold probe: drawn from [COLD_GAP, 2 * COLD_GAP), longer
+# than any poll interval here, so a probe lands anywhere in a poller's sleep
+# rather than at the same point of it each time (seeded: the same draws each run).
+COLD_GAP = 0.25
+
+
+def _percentiles(values: list[float], prefix: str) -> dict[str, float]:
+    values = sorted(values)
+    return {f"{prefix}_p50_ms": statistics.median(values),
+            f"{prefix}_p99_ms": values[max(int(len(values) * 0.99) - 1, 0)]}
+
+
+def latency_ms(name: str, enqueue: Callable[[str, float], object], args: argparse.Namespace,
                argv: list[str], env: dict[str, str],
-               start_timeout: float = 60) -> tuple[float, float]:
-    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms."""
+               start_timeout: float = 60) -> dict[str, float]:
+    """Enqueue-to-start latency with one idle executor, in ms.
+
+    ``latency_p50_ms``/``latency_p99_ms``: ``args.latency_samples`` probes, each
+    sent 2 ms after the one before ran. With ``args.cold_samples``, also
+    ``latency_cold_*``: that many probes, each after 0.25-0.5 s idle, so the
+    worker is waiting (blocked or between polls) when it arrives.
+    """
     client = redis_client()
-    warm, key = f"peers:latency-warmup:{name}", f"peers:latency:{name}"
+    warm = f"peers:latency-warmup:{name}"
     proc = start_worker(f"{name}-latency", argv, env)
+    out: dict[str, float] = {}
     try:
         # Wait until the worker really runs tasks (rather than a fixed sleep).
         deadline = time.monotonic() + start_timeout
@@ -186,26 +213,29 @@ def latency_ms(name: str, enqueue: Callable[[str, float], object], samples: int,
             while client.llen(warm) == 0 and time.monotonic() < inner:
                 time.sleep(0.005)
         time.sleep(1)  # let any extra warm-up probes finish
-        for i in range(samples):
-            enqueue(key, time.time())
-            deadline = time.monotonic() + 10
-            while client.llen(key) < i + 1:
-                if time.monotonic() > deadline:
-                    raise PeerError(f"latency probe {i} did not run within 10s\n"
-                                    + _log_tail([proc]))
-                time.sleep(0.0002)
-            time.sleep(0.002)
+        for prefix, samples, gap in [("latency", args.latency_samples, (0.002, 0.002)),
+                                     ("latency_cold", args.cold_samples, (COLD_GAP, 2 * COLD_GAP))]:
+            if not samples:
+                continue
+            key = f"peers:{prefix}:{name}"
+            gaps = random.Random(0)
+            for i in range(samples):
+                time.sleep(gaps.uniform(*gap))
+                enqueue(key, time.time())
+                deadline = time.monotonic() + 10
+                while client.llen(key) < i + 1:
+                    if time.monotonic() > deadline:
+                        raise PeerError(f"latency probe {i} did not run within 10s\n"
+                                        + _log_tail([proc]))
+                    time.sleep(0.0002)
+            out.update(_percentiles([float(v) * 1000 for v in client.lrange(key, 0, -1)],
+                                    prefix))
     finally:
         stop_worker(proc)
-    values = sorted(float(v) * 1000 for v in client.lrange(key, 0, -1))
-    return statistics.median(values), values[int(len(values) * 0.99) - 1]
+    return out
 
 
 # -- the peers -------------------------------------------------------------------
-
-def _latency_into(results: dict, pair: tuple[float, float]) -> None:
-    results["latency_p50_ms"], results["latency_p99_ms"] = pair
-
 
 def peer_rq(args, worker_class: str = "rq.Worker") -> dict:
     from redis import Redis
@@ -233,7 +263,7 @@ def peer_rq(args, worker_class: str = "rq.Worker") -> dict:
     results["drain_no_result_per_s"] = drain_rate(
         name, enqueue, args.tasks, [(burst, _env())] * args.concurrency, args.drain_timeout)
     _reset()
-    _latency_into(results, latency_ms(name, enqueue_latency, args.latency_samples,
+    results.update(latency_ms(name, enqueue_latency, args,
                                       [rq, "worker", *base, rq_tasks.QUEUE], _env()))
     _reset()
     return results
@@ -258,7 +288,7 @@ def peer_huey(args) -> dict:
         [([*consumer, "-w", str(args.concurrency), "-k", "process"], _env())],
         args.drain_timeout)
     _reset()
-    _latency_into(results, latency_ms("huey", huey_tasks.latency, args.latency_samples,
+    results.update(latency_ms("huey", huey_tasks.latency, args,
                                       [*consumer, "-w", "1", "-k", "thread"], _env()))
     _reset()
     return results
@@ -280,8 +310,7 @@ def peer_dramatiq(args) -> dict:
         "dramatiq", dramatiq_tasks.noop.send, args.tasks, [(cli(args.concurrency), env)],
         args.drain_timeout)
     _reset()
-    _latency_into(results, latency_ms("dramatiq", dramatiq_tasks.latency.send,
-                                      args.latency_samples, cli(1), env))
+    results.update(latency_ms("dramatiq", dramatiq_tasks.latency.send, args, cli(1), env))
     _reset()
     return results
 
@@ -305,17 +334,17 @@ def peer_celery(args) -> dict:
         [(_celery_worker(app, celery_tasks.QUEUE, args.concurrency, args.prefetch), _env())],
         args.drain_timeout)
     _reset()
-    _latency_into(results, latency_ms(
-        "celery", celery_tasks.latency.delay, args.latency_samples,
+    results.update(latency_ms(
+        "celery", celery_tasks.latency.delay, args,
         _celery_worker(app, celery_tasks.QUEUE, 1, args.prefetch), _env()))
     _reset()
     return results
 
 
-def _ensure_schema() -> None:
+def _ensure_schema(settings_module: str = "celery_db_settings") -> None:
     import psycopg
 
-    from benchmarks.peerapps import celery_db_settings as settings
+    settings = importlib.import_module(f"benchmarks.peerapps.{settings_module}")
 
     db = settings.DATABASES["default"]
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"],
@@ -348,6 +377,52 @@ def peer_celery_db(args) -> dict:
     return results
 
 
+def peer_django_tasks_db(args) -> dict:
+    """django-tasks + django-tasks-db: every task's row is its result, in PostgreSQL.
+
+    Drain: two ``db_worker --batch`` processes (one task at a time each);
+    latency: one ``db_worker`` polling every ``--tasks-db-interval`` seconds
+    (it has no wake-up: an idle worker sleeps that long between looks).
+    """
+    _ensure_schema("django_tasks_db_settings")
+    # Imported first: it sets up Django, which the imports below need.
+    tasks_db = importlib.import_module("benchmarks.peerapps.django_tasks_db_tasks")
+    from django.core.management import call_command
+    from django_tasks_db.models import DBTaskResult
+
+    call_command("migrate", "django_tasks_database", verbosity=0)
+    env = _env(DJANGO_SETTINGS_MODULE="benchmarks.peerapps.django_tasks_db_settings")
+
+    def worker(worker_id: str, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "django", "db_worker", "--queue-name", tasks_db.QUEUE,
+                "--no-startup-delay", "--no-reload", "--verbosity", "0",
+                "--worker-id", worker_id, *extra]
+
+    def clear() -> None:
+        DBTaskResult.objects.filter(queue_name=tasks_db.QUEUE).delete()
+        _reset()
+
+    results: dict[str, float] = {}
+    clear()
+    # Its enqueue always writes the task's row, which is also its result:
+    # the same work as djtasks' enqueue with a PENDING row.
+    results["enqueue_with_result_row_per_s"] = enqueue_rate(tasks_db.noop.enqueue, args.tasks)
+    clear()
+    n = args.tasks // 2  # as run.py's drain_results_in_postgres_per_s
+    results["drain_results_in_postgres_per_s"] = drain_rate(
+        "django-tasks-db", tasks_db.noop.enqueue, n,
+        [(worker(f"drain-{i}", "--batch"), env) for i in range(args.concurrency)],
+        args.drain_timeout)
+    results["results_stored"] = DBTaskResult.objects.filter(
+        queue_name=tasks_db.QUEUE, status="SUCCESSFUL").count()
+    clear()
+    results.update(latency_ms(
+        "django-tasks-db", tasks_db.latency.enqueue, args,
+        worker("latency", "--interval", str(args.tasks_db_interval)), env))
+    clear()
+    return results
+
+
 PEERS: dict[str, tuple[str, Callable[[argparse.Namespace], dict]]] = {
     # name: (distribution whose import decides the skip, function)
     "rq": ("rq", peer_rq),
@@ -356,6 +431,7 @@ PEERS: dict[str, tuple[str, Callable[[argparse.Namespace], dict]]] = {
     "dramatiq": ("dramatiq", peer_dramatiq),
     "celery": ("celery", peer_celery),
     "celery-db": ("django_celery_results", peer_celery_db),
+    "django-tasks-db": ("django_tasks_db", peer_django_tasks_db),
 }
 
 REQUIRES = {
@@ -365,6 +441,7 @@ REQUIRES = {
     "dramatiq": ["dramatiq", "redis"],
     "celery": ["celery", "redis"],
     "celery-db": ["celery", "redis", "django", "django_celery_results", "psycopg"],
+    "django-tasks-db": ["redis", "django", "django_tasks", "django_tasks_db", "psycopg"],
 }
 
 
@@ -385,6 +462,52 @@ def _version(dist: str) -> str:
         return "?"
 
 
+VERSIONS = {  # what each peer's version string is made of
+    "celery-db": ["celery", "django_celery_results"],
+    "django-tasks-db": ["django_tasks", "django_tasks_db"],
+}
+
+
+def _versions(name: str, dist: str) -> str:
+    dists = VERSIONS.get(name, [dist])
+    return " + ".join(f"{d.replace('_', '-')} {_version(d)}" if len(dists) > 1 else _version(d)
+                      for d in dists)
+
+
+def measure_here(name: str, args: argparse.Namespace) -> dict:
+    """Measure ``name`` ``args.repeat`` times in this process: medians and runs."""
+    runs = [PEERS[name][1](args) for _ in range(args.repeat)]
+    figures = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return {"figures": figures, "runs": runs}
+
+
+def measure_in_child(name: str, args: argparse.Namespace) -> dict:
+    """Measure ``name`` in a child process (``--in-process --only name``).
+
+    Raises PeerError if it fails; on SIGTERM or Ctrl-C the child is told to
+    stop its workers, and waited for."""
+    out = LOG_DIR / f"{name}.json"
+    argv = [sys.executable, __file__, "--in-process", "--only", name, "--json", str(out),
+            "--tasks", str(args.tasks), "--concurrency", str(args.concurrency),
+            "--prefetch", str(args.prefetch), "--latency-samples", str(args.latency_samples),
+            "--cold-samples", str(args.cold_samples), "--drain-timeout",
+            str(args.drain_timeout), "--repeat", str(args.repeat),
+            "--tasks-db-interval", str(args.tasks_db_interval)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=_env(PEERS_LOG_DIR=str(LOG_DIR)))
+    try:
+        proc.wait()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(120)
+        raise
+    if not out.exists():
+        raise PeerError(f"its child process exited {proc.returncode} without results")
+    got = json.loads(out.read_text())
+    if name in got["errors"]:
+        raise PeerError(got["errors"][name])
+    return {"figures": got["peers"][name], "runs": got["runs"][name]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -393,51 +516,69 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=32,
                         help="prefetch per executor where the peer has one (Dramatiq, Celery)")
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--cold-samples", type=int, default=0,
+                        help="latency probes sent after 0.25-0.5 s idle each (0: none)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per peer; figures are their medians")
+    parser.add_argument("--tasks-db-interval", type=float, default=0.1,
+                        help="seconds django-tasks-db's latency worker sleeps between looks "
+                             "when idle (db_worker --interval; its default is 1)")
     parser.add_argument("--drain-timeout", type=float, default=300,
                         help="seconds one drain may take before the peer is given up")
     parser.add_argument("--only", action="append", choices=sorted(PEERS),
                         help="measure only this peer (repeatable)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure the peers in this process rather than one child each")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
 
-    out: dict[str, dict] = {"peers": {}, "skipped": {}, "errors": {}, "versions": {},
+    out: dict[str, dict] = {"peers": {}, "runs": {}, "skipped": {}, "errors": {},
+                            "versions": {},
                             "config": {"tasks": args.tasks, "concurrency": args.concurrency,
                                        "prefetch": args.prefetch,
                                        "latency_samples": args.latency_samples,
+                                       "cold_samples": args.cold_samples,
+                                       "cold_gap_s": [COLD_GAP, 2 * COLD_GAP],
+                                       "repeat": args.repeat,
+                                       "tasks_db_interval": args.tasks_db_interval,
                                        "redis": REDIS_URL, "logs": str(LOG_DIR)}}
     try:
         redis_client().ping()
     except Exception as exc:  # no Redis: nothing can be measured
         sys.exit(f"peers: Redis at {REDIS_URL} unreachable: {exc}")
-    for name, (dist, func) in PEERS.items():
-        if args.only and name not in args.only:
-            continue
-        reason = _importable(name)
-        if reason:
-            print(f"peers: skipping {name}: {reason}", flush=True)
-            out["skipped"][name] = reason
-            continue
-        out["versions"][name] = _version(dist if name != "celery-db" else "celery") + (
-            f" + django-celery-results {_version('django_celery_results')}"
-            if name == "celery-db" else "")
-        print(f"peers: measuring {name} {out['versions'][name]} ...", flush=True)
-        started = time.monotonic()
-        try:
-            out["peers"][name] = func(args)
-        except PeerError as exc:
-            print(f"peers: {name} failed: {exc}", flush=True)
-            out["errors"][name] = str(exc)
-        except Exception as exc:  # one broken peer must not stop the others
-            print(f"peers: {name} failed: {exc.__class__.__name__}: {exc}", flush=True)
-            out["errors"][name] = f"{exc.__class__.__name__}: {exc}"
-        finally:
-            _reset()
-        for key, value in out["peers"].get(name, {}).items():
-            print(f"{name:10s} {key:34s} {value:10.1f}", flush=True)
-        print(f"peers: {name} took {time.monotonic() - started:.0f}s", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+    try:
+        for name, (dist, _) in PEERS.items():
+            if args.only and name not in args.only:
+                continue
+            reason = _importable(name)
+            if reason:
+                print(f"peers: skipping {name}: {reason}", flush=True)
+                out["skipped"][name] = reason
+                continue
+            out["versions"][name] = _versions(name, dist)
+            if not args.in_process:
+                print(f"peers: measuring {name} {out['versions'][name]} ...", flush=True)
+            started = time.monotonic()
+            try:
+                got = (measure_here if args.in_process else measure_in_child)(name, args)
+                out["peers"][name], out["runs"][name] = got["figures"], got["runs"]
+            except PeerError as exc:
+                out["errors"][name] = str(exc)
+            except Exception as exc:  # one broken peer must not stop the others
+                out["errors"][name] = f"{exc.__class__.__name__}: {exc}"
+            finally:
+                _reset()
+            if not args.in_process:
+                if name in out["errors"]:
+                    print(f"peers: {name} failed: {out['errors'][name]}", flush=True)
+                for key, value in out["peers"].get(name, {}).items():
+                    print(f"{name:15s} {key:34s} {value:10.1f}", flush=True)
+                print(f"peers: {name} took {time.monotonic() - started:.0f}s", flush=True)
+    finally:
+        # Written even when interrupted: a parent reads what was measured.
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,25 @@
 #!/usr/bin/env python
 """djtasks' benchmark: enqueue rate, drain rate, enqueue-to-start latency.
 
-    python benchmarks/run.py [--tasks N] [--concurrency C] [--json FILE]
-                             [--peers PYTHON]
+    python benchmarks/run.py [--broker redis|db-postgres|db-sqlite|all]
+                             [--tasks N] [--repeat R] [--json FILE]
+                             [--peers PYTHON [--peers-only NAME]]
 
-Runs against the local Redis (db 14) and PostgreSQL; the worker is a real
-``runworker -c C --burst`` subprocess. Figures are tasks per second (higher
-is better) and milliseconds. Peers, where installed, are measured in the
-same run by benchmarks/peers.py on the same services; quote ratios, not
-absolute figures (DESIGN.md section 6). ``--peers PYTHON`` runs
+Each broker is measured by benchmarks/measure.py in a process of its own,
+with ``BENCH_BROKER`` set so that benchmarks/settings.py, and the real
+``runworker -c C --burst`` subprocesses, use that broker and database:
+
+* ``redis``: the local Redis (db 14), results in PostgreSQL;
+* ``db-postgres``: ``db://default`` on the benchmark's PostgreSQL;
+* ``db-sqlite``: ``db://default`` on a SQLite file in a temporary directory.
+
+The tasks' counters are in Redis whatever the broker. With ``--repeat R``
+the brokers are measured in turn R times (broker by broker within a round)
+and every figure is the median of its R runs. Figures are tasks per second
+(higher is better) and milliseconds. ``--peers PYTHON`` then runs
 benchmarks/peers.py with that interpreter (a virtualenv holding the peers,
-see benchmarks/README.md) after djtasks' own figures, and prints the ratios.
+see benchmarks/README.md) on the same services and prints the ratios;
+quote ratios, not absolute figures (DESIGN.md section 6).
 """
 
 from __future__ import annotations
@@ -23,116 +32,51 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "benchmarks.settings")
-
-import django  # noqa: E402
-
-django.setup()
-
-from django.core.management import call_command  # noqa: E402
-
-from benchmarks.benchapp import tasks  # noqa: E402
-from djtasks.brokers import get_broker  # noqa: E402
-from djtasks.models import TaskResult  # noqa: E402
-
-
-def _reset() -> None:
-    client = tasks.client()
-    keys = list(client.scan_iter(match="*djtasks-bench*", count=1000))
-    keys += list(client.scan_iter(match="bench:*", count=1000))
-    if keys:
-        client.delete(*keys)
-    TaskResult.objects.all().delete()
-
-
-def enqueue_rate(task, n: int) -> float:
-    started = time.perf_counter()
-    for _ in range(n):
-        task.delay("bench:enqueue")
-    return n / (time.perf_counter() - started)
-
-
-def drain_rate(task, n: int, concurrency: int) -> float:
-    """Enqueue n tasks, then time a burst worker from its first task to the last."""
-    counter = "bench:drain"
-    for _ in range(n):
-        task.delay(counter)
-    client = tasks.client()
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "runworker", "-c", str(concurrency),
-         "--burst", "--loglevel", "WARNING"],
-        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL,
-    )
-    while int(client.get(counter) or 0) == 0:
-        time.sleep(0.0005)
-    first = time.perf_counter()
-    while int(client.get(counter) or 0) < n:
-        time.sleep(0.001)
-    last = time.perf_counter()
-    worker.wait(60)
-    return (n - 1) / (last - first)
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory (KiB) of a process and its children, from /proc."""
-    total = 0
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                              text=True).stdout.split()
-    for p in [str(pid), *children]:
-        try:
-            status = Path(f"/proc/{p}/status").read_text()
-        except OSError:
-            continue
-        total += next(int(line.split()[1]) for line in status.splitlines()
-                      if line.startswith("VmRSS:"))
-    return total
-
-
-_worker_rss: list[int] = []
-
-
-def latency_ms(samples: int) -> tuple[float, float]:
-    """Enqueue-to-start latency with one idle executor: p50 and p99 in ms.
-
-    Also records the worker's resident memory (supervisor + executor, KiB)
-    after the samples ran, in ``_worker_rss``.
-    """
-    worker = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "runworker", "-c", "1", "--loglevel",
-         "WARNING"],
-        cwd=ROOT, env={**os.environ}, stdout=subprocess.DEVNULL,
-    )
-    client = tasks.client()
-    key = "bench:latency"
-    try:
-        time.sleep(2)  # worker start-up
-        for _ in range(samples):
-            tasks.latency.delay(key, time.time())
-            deadline = time.monotonic() + 5
-            while client.llen(key) < _ + 1 and time.monotonic() < deadline:
-                time.sleep(0.0002)
-            time.sleep(0.002)
-        _worker_rss.append(rss_kib(worker.pid))
-    finally:
-        worker.terminate()
-        worker.wait(30)
-    values = sorted(float(v) * 1000 for v in client.lrange(key, 0, -1))
-    return statistics.median(values), values[int(len(values) * 0.99) - 1]
-
+BROKERS = ["redis", "db-postgres", "db-sqlite"]
 
 # Rates are better high, latencies better low: every ratio is > 1 where djtasks is ahead.
 PEER_METRICS = [
     ("enqueue_no_result_per_s", "rate"),
+    ("enqueue_with_result_row_per_s", "rate"),
     ("drain_no_result_per_s", "rate"),
     ("drain_results_in_postgres_per_s", "rate"),
     ("latency_p50_ms", "latency"),
     ("latency_p99_ms", "latency"),
+    ("latency_cold_p50_ms", "latency"),
+    ("latency_cold_p99_ms", "latency"),
 ]
+
+
+def _broker_env(broker: str, tmp: Path) -> dict[str, str]:
+    env = {**os.environ, "BENCH_BROKER": broker,
+           "DJANGO_SETTINGS_MODULE": "benchmarks.settings"}
+    if broker == "db-sqlite":
+        env["BENCH_SQLITE_PATH"] = str(tmp / "bench.sqlite3")
+    return env
+
+
+def measure(broker: str, tmp: Path, args: argparse.Namespace) -> dict:
+    """One run of benchmarks/measure.py on ``broker``: its figures and config."""
+    out = tmp / f"{broker}.json"
+    out.unlink(missing_ok=True)
+    sys.stdout.flush()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "measure.py"), "--tasks", str(args.tasks),
+         "--concurrency", str(args.concurrency), "--latency-samples",
+         str(args.latency_samples), "--cold-samples", str(args.cold_samples),
+         "--json", str(out)],
+        cwd=ROOT, env=_broker_env(broker, tmp), timeout=args.run_timeout,
+    )
+    if proc.returncode or not out.exists():
+        raise SystemExit(f"run.py: measuring {broker} failed (exit {proc.returncode})")
+    return json.loads(out.read_text())
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 def run_peers(python: str, args: argparse.Namespace) -> dict:
@@ -140,12 +84,15 @@ def run_peers(python: str, args: argparse.Namespace) -> dict:
     sys.stdout.flush()
     with tempfile.TemporaryDirectory(prefix="djtasks-bench-") as tmp:
         out = Path(tmp) / "peers.json"
+        only = [arg for name in args.peers_only or [] for arg in ("--only", name)]
         proc = subprocess.Popen(
             [python, str(ROOT / "benchmarks" / "peers.py"), "--tasks", str(args.tasks),
              "--concurrency", str(args.concurrency), "--latency-samples",
-             str(args.latency_samples), "--json", str(out)],
+             str(args.latency_samples), "--cold-samples", str(args.cold_samples),
+             "--repeat", str(args.repeat), *only,
+             "--json", str(out)],
             cwd=ROOT, env={k: v for k, v in os.environ.items()
-                           if k != "DJANGO_SETTINGS_MODULE"},
+                           if k not in ("DJANGO_SETTINGS_MODULE", "BENCH_BROKER")},
         )
         try:
             proc.wait(args.peers_timeout)
@@ -163,60 +110,80 @@ def run_peers(python: str, args: argparse.Namespace) -> dict:
         return json.loads(out.read_text())
 
 
-def print_ratios(djtasks: dict[str, float], peers: dict) -> None:
+def print_figures(figures: dict[str, dict[str, float]]) -> None:
+    brokers = list(figures)
+    print()
+    print(f"djtasks {'metric':34s}" + "".join(f" {b:>12s}" for b in brokers))
+    for key in figures[brokers[0]]:
+        print(f"djtasks {key:34s}" + "".join(f" {figures[b].get(key, 0):12.1f}"
+                                             for b in brokers))
+
+
+def print_ratios(djtasks: dict[str, dict[str, float]], peers: dict) -> None:
     print()
     print("djtasks vs peers, same run (ratio > 1: djtasks ahead; rates djtasks/peer, "
           "latency peer/djtasks)")
-    print(f"{'metric':34s} {'peer':10s} {'peer':>10s} {'djtasks':>10s} {'ratio':>7s}")
+    print(f"{'metric':34s} {'broker':12s} {'peer':15s} {'peer':>10s} {'djtasks':>10s} "
+          f"{'ratio':>7s}")
     for metric, kind in PEER_METRICS:
-        ours = djtasks.get(metric)
-        for name, figures in peers.get("peers", {}).items():
-            theirs = figures.get(metric)
-            if theirs is None or ours is None:
-                continue
-            ratio = ours / theirs if kind == "rate" else theirs / ours
-            print(f"{metric:34s} {name:10s} {theirs:10.1f} {ours:10.1f} {ratio:7.2f}")
+        for broker, figures in djtasks.items():
+            ours = figures.get(metric)
+            for name, theirs_all in peers.get("peers", {}).items():
+                theirs = theirs_all.get(metric)
+                if theirs is None or ours is None:
+                    continue
+                ratio = ours / theirs if kind == "rate" else theirs / ours
+                print(f"{metric:34s} {broker:12s} {name:15s} {theirs:10.1f} {ours:10.1f} "
+                      f"{ratio:7.2f}")
     for name, reason in {**peers.get("skipped", {}), **peers.get("errors", {})}.items():
         print(f"{name}: not measured: {reason.splitlines()[0]}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", choices=[*BROKERS, "all"], default="redis",
+                        help="the broker to measure djtasks on; all: each in turn")
     parser.add_argument("--tasks", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--latency-samples", type=int, default=300)
+    parser.add_argument("--cold-samples", type=int, default=0,
+                        help="latency probes sent after 0.25-0.5 s idle each, so the worker "
+                             "is waiting when they arrive (0: none)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per broker (and per peer); figures are their medians")
+    parser.add_argument("--run-timeout", type=float, default=1800,
+                        help="seconds one broker's run may take")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--peers", metavar="PYTHON",
                         help="after djtasks, measure the peers with benchmarks/peers.py "
                              "run by this interpreter (its environment holds the peers)")
+    parser.add_argument("--peers-only", action="append", metavar="NAME",
+                        help="measure only this peer (repeatable; peers.py --only)")
     parser.add_argument("--peers-timeout", type=float, default=3600,
                         help="seconds the whole peers run may take")
     args = parser.parse_args()
-    call_command("migrate", verbosity=0)
-    get_broker().ping()
-    n = args.tasks
-    results: dict[str, float] = {}
-    _reset()
-    results["enqueue_no_result_per_s"] = enqueue_rate(tasks.noop, n)
-    _reset()
-    results["enqueue_with_result_row_per_s"] = enqueue_rate(tasks.noop_stored, n // 4)
-    _reset()
-    results["drain_no_result_per_s"] = drain_rate(tasks.noop, n, args.concurrency)
-    _reset()
-    results["drain_results_in_postgres_per_s"] = drain_rate(tasks.noop_stored, n // 2,
-                                                            args.concurrency)
-    _reset()
-    p50, p99 = latency_ms(args.latency_samples)
-    results["latency_p50_ms"], results["latency_p99_ms"] = p50, p99
-    if _worker_rss:
-        results["worker_rss_kib_c1"] = float(_worker_rss[-1])
-    _reset()
-    for key, value in results.items():
-        print(f"djtasks {key:34s} {value:10.1f}")
-    output: dict = {"djtasks": results}
+    brokers = BROKERS if args.broker == "all" else [args.broker]
+    runs: dict[str, list[dict[str, float]]] = {b: [] for b in brokers}
+    configs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="djtasks-bench-") as tmp:
+        for round_ in range(args.repeat):
+            for broker in brokers:
+                print(f"djtasks: measuring {broker} (run {round_ + 1}/{args.repeat}) ...",
+                      flush=True)
+                got = measure(broker, Path(tmp), args)
+                runs[broker].append(got["figures"])
+                configs[broker] = got["config"]
+    figures = {b: medians(r) for b, r in runs.items()}
+    print_figures(figures)
+    output: dict = {"djtasks": figures, "runs": runs,
+                    "config": {"tasks": args.tasks, "concurrency": args.concurrency,
+                               "latency_samples": args.latency_samples,
+                               "cold_samples": args.cold_samples,
+                               "repeat": args.repeat, "brokers": configs}}
     if args.peers:
         peers = run_peers(args.peers, args)
-        print_ratios(results, peers)
+        print_ratios(figures, peers)
         output["peers"] = peers
     if args.json:
         args.json.write_text(json.dumps(output, indent=2))

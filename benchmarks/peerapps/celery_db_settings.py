@@ -6,7 +6,7 @@ they never meet djtasks' own tables (benchmarks/peers.py creates the schema).
 
 import os
 
-from benchmarks.settings import DATABASES as BENCH_DATABASES
+from benchmarks.settings import POSTGRES
 
 SECRET_KEY = "djtasks-peers-benchmark"
 DEBUG = False
@@ -17,7 +17,7 @@ PEERS_SCHEMA = os.environ.get("PEERS_PG_SCHEMA", "djtasks_peers")
 # djtasks' benchmark database, in a schema of its own.
 DATABASES = {
     "default": {
-        **BENCH_DATABASES["default"],
+        **POSTGRES,
         "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}"},
     }
 }
