@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Count, Exists, Min, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from ..exceptions import BrokerError
 from ..message import Message
@@ -42,6 +42,15 @@ from .tables import (
 )
 
 MAX_BLOCK = 1.0  # seconds an idle fetch waits at most, so stop flags are seen
+QUEUE = QueuedMessage._meta.db_table
+CONSUMER = BrokerConsumer._meta.db_table
+STARTED = StartedTask._meta.db_table
+REVOCATION = Revocation._meta.db_table
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """``%s, %s, ...``: one placeholder per value, for ``IN (...)``."""
+    return ", ".join(["%s"] * len(values))
 REVOKE_MEMORY = 86400.0  # seconds a revocation is kept past its score
 
 
@@ -101,6 +110,20 @@ class DatabaseBroker(Broker):
     def _rows(self, model: Any) -> Any:
         return model.objects.using(self.alias).filter(prefix=self.prefix)
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on the broker's connection; its rows, if any.
+        The hot paths (publish, claim, start, ack) are plain SQL: building
+        querysets cost more than the statements themselves."""
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+    def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with connections[self.alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            return int(cursor.rowcount)
+
     def _notify(self, channel: str, payload: str = "") -> None:
         if self.vendor == "postgresql":
             with connections[self.alias].cursor() as cursor:
@@ -114,14 +137,17 @@ class DatabaseBroker(Broker):
     def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
         if not items:
             return
-        with self._errors(), transaction.atomic(using=self.alias):
-            now = self.clock()
-            QueuedMessage.objects.using(self.alias).bulk_create([
-                QueuedMessage(task_id=m.id, prefix=self.prefix, queue=m.queue,
-                              priority=m.priority, body=body,
-                              due=m.eta if m.eta is not None and m.eta > now else None)
-                for m, body in items
-            ])
+        now = self.clock()
+        params: list[Any] = []
+        for m, body in items:
+            due = m.eta if m.eta is not None and m.eta > now else None
+            params += [m.id, self.prefix, m.queue, m.priority, due, "", 0, body]
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
+        # In the caller's transaction when there is one (the enqueue door
+        # opens one): then the row is there exactly if it commits.
+        with self._errors(), transaction.atomic(using=self.alias, savepoint=False):
+            self._sql(f"INSERT INTO {QUEUE} (task_id, prefix, queue, priority, due, consumer, "
+                      f"deaths, body) VALUES {values}", params)
             self._notify(self.channel)  # delivered when the transaction commits
 
     def published(self, messages: Sequence[Message]) -> set[str]:
@@ -323,9 +349,9 @@ class DatabaseBroker(Broker):
 
     def notify_done(self, ids: Sequence[str]) -> None:
         if ids and self.vendor == "postgresql":
-            with self._errors(), connections[self.alias].cursor() as cursor:
-                for task_id in ids:
-                    cursor.execute("SELECT pg_notify(%s, %s)", [self.done_channel, task_id])
+            with self._errors():
+                self._sql("SELECT pg_notify(%s, task_id) FROM unnest(%s::text[]) AS task_id",
+                          [self.done_channel, list(ids)])
 
     def listen_done(self, task_id: str) -> DoneListener:
         return _DoneListener(self, task_id)
@@ -360,9 +386,9 @@ class DatabaseConsumer(Consumer):
                 return got
             wait = min(remaining, MAX_BLOCK)
             with b._errors():
-                due = (b._rows(QueuedMessage).filter(queue__in=self.queues, consumer="",
-                                                    due__gt=b.clock())
-                       .aggregate(due=Min("due"))["due"])
+                due = b._sql(f"SELECT MIN(due) FROM {QUEUE} WHERE prefix = %s AND consumer = '' "
+                             f"AND due > %s AND queue IN ({_marks(self.queues)})",
+                             [b.prefix, b.clock(), *self.queues])[0][0]
             if due is not None:  # a scheduled message comes due before the wait is over
                 wait = min(wait, max(due - b.clock(), 0.001))
             if self._wake is not None:
@@ -372,71 +398,97 @@ class DatabaseConsumer(Consumer):
 
     def _claim(self, count: int, ordered: list[str]) -> list[Delivery]:
         b = self.broker
-        rows = b._rows(QueuedMessage)
         now = b.clock()
         out: list[Delivery] = []
-        revoked: list[Delivery] = []
         with b._write():
-            held = self._mine().values("task_id")
             for queue in ordered:
                 if count <= 0:
                     break
-                # A twin of a message this consumer holds waits its turn.
-                candidates = list(
-                    rows.filter(queue=queue, consumer="")
-                    .filter(Q(due__isnull=True) | Q(due__lte=now))
-                    .exclude(task_id__in=held).order_by("-priority", "id")
-                    .select_for_update(skip_locked=True)
-                    .annotate(revoked=Exists(b._rows(Revocation).filter(
-                        task_id=OuterRef("task_id"))))
-                    .values_list("id", "task_id", "body", "revoked")[:count])
+                rows = self._claim_queue(queue, count, now)
+                if not rows:
+                    continue
+                rows.sort(key=lambda r: (-r[2], r[0]))  # highest priority, then oldest
                 seen: set[str] = set()
-                take, drop = [], []
-                for pk, task_id, body, is_revoked in candidates:
-                    if is_revoked:
-                        drop.append(pk)
-                        revoked.append(Delivery(task_id, queue, bytes(body), revoked=True))
-                    elif task_id not in seen:
-                        seen.add(task_id)
-                        take.append((pk, task_id, bytes(body)))
-                if drop:
-                    rows.filter(pk__in=drop).delete()
-                if take:
-                    # The conditional UPDATE is the claim: a row another
-                    # consumer took meanwhile is not taken again.
-                    pks = [pk for pk, _, _ in take]
-                    claimed = rows.filter(pk__in=pks, consumer="").update(consumer=self.name)
-                    if claimed < len(pks):
-                        mine = set(self._mine().filter(pk__in=pks).values_list("pk", flat=True))
-                        take = [t for t in take if t[0] in mine]
-                    out += [Delivery(task_id, queue, body) for _, task_id, body in take]
-                    count -= len(take)
-        return out + revoked
+                take: list[tuple[Any, str, bytes]] = []
+                twins: list[tuple[Any, str, bytes]] = []
+                for pk, task_id, _, body in rows:
+                    (twins if task_id in seen else take).append((pk, task_id, bytes(body)))
+                    seen.add(task_id)
+                if twins:  # a second message with one id waits its turn
+                    b._sql(f"UPDATE {QUEUE} SET consumer = '' WHERE id IN "
+                           f"({_marks(twins)})", [pk for pk, _, _ in twins])
+                revoked = {r[0] for r in b._sql(
+                    f"SELECT task_id FROM {REVOCATION} WHERE prefix = %s AND task_id IN "
+                    f"({_marks(take)})", [b.prefix, *[t for _, t, _ in take]])}
+                if revoked:  # revoked while queued: never delivered, on any worker
+                    gone = [t for t in take if t[1] in revoked]
+                    b._sql(f"DELETE FROM {QUEUE} WHERE id IN ({_marks(gone)})",
+                           [pk for pk, _, _ in gone])
+                for _, task_id, body in take:
+                    out.append(Delivery(task_id, queue, body, revoked=task_id in revoked))
+                count -= len(take) - len(revoked)
+        return sorted(out, key=lambda d: d.revoked)  # the revoked ones last
+
+    def _claim_queue(self, queue: str, count: int, now: float) -> list[tuple[Any, ...]]:
+        """Claim up to ``count`` ready messages of ``queue``: (id, task_id,
+        priority, body) rows. A twin of a message this consumer holds is not
+        taken; the conditional UPDATE is the claim, so a row another
+        consumer took meanwhile is never taken again."""
+        b = self.broker
+        ready = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer = '' "
+                 f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
+                 f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id "
+                 f"LIMIT %s")
+        params = [b.prefix, queue, now, b.prefix, self.name, count]
+        vendor = b.vendor
+        if vendor == "postgresql":
+            # Materialized, so its LIMIT holds: an IN (subquery) may be
+            # planned as a join that runs it more than once.
+            return b._sql(f"WITH claim AS MATERIALIZED ({ready} FOR UPDATE SKIP LOCKED) "
+                          f"UPDATE {QUEUE} AS q SET consumer = %s FROM claim WHERE q.id = "
+                          f"claim.id RETURNING q.id, q.task_id, q.priority, q.body",
+                          [*params, self.name])
+        if vendor == "sqlite":  # one writer at a time (BEGIN IMMEDIATE)
+            return b._sql(f"UPDATE {QUEUE} SET consumer = %s WHERE consumer = '' AND id IN "
+                          f"({ready}) RETURNING id, task_id, priority, body",
+                          [self.name, *params])
+        # MariaDB and MySQL have no UPDATE ... RETURNING: lock, then mark.
+        locked = [r[0] for r in b._sql(ready + " FOR UPDATE SKIP LOCKED", params)]
+        if not locked:
+            return []
+        b._sql(f"UPDATE {QUEUE} SET consumer = %s WHERE consumer = '' AND id IN "
+               f"({_marks(locked)})", [self.name, *locked])
+        return b._sql(f"SELECT id, task_id, priority, body FROM {QUEUE} WHERE consumer = %s "
+                      f"AND id IN ({_marks(locked)})", [self.name, *locked])
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
         acks = list(acks)
         with b._write():
-            found = (self._mine().filter(task_id=task_id)
-                     .annotate(revoked=Exists(b._rows(Revocation).filter(task_id=task_id)))
-                     .values_list("id", "revoked").first())
-            gone = acks + ([task_id] if found and (ack or found[1]) else [])
-            if gone:
-                self._mine().filter(task_id__in=gone).delete()
-            if found is None:
+            found = b._sql(
+                f"SELECT id, (SELECT COUNT(*) FROM {REVOCATION} WHERE prefix = %s AND "
+                f"task_id = %s) FROM {QUEUE} WHERE prefix = %s AND consumer = %s AND "
+                f"task_id = %s LIMIT 1", [b.prefix, task_id, b.prefix, self.name, task_id])
+            pk, revoked = (found[0][0], bool(found[0][1])) if found else (None, False)
+            gone = [pk] if pk is not None and (ack or revoked) else []
+            if acks or gone:
+                b._sql(f"DELETE FROM {QUEUE} WHERE prefix = %s AND consumer = %s AND "
+                       f"(task_id IN ({_marks(acks) if acks else 'NULL'}) OR id IN "
+                       f"({_marks(gone) if gone else 'NULL'}))",
+                       [b.prefix, self.name, *acks, *gone])
+            if pk is None:
                 return Started.LOST
-            if found[1]:
+            if revoked:
                 return Started.REVOKED
-            marked = b._rows(BrokerConsumer).filter(name=self.name).update(
-                running_task=task_id, running_message=found[0], redeliver=redeliver)
-            if not marked:
-                BrokerConsumer.objects.using(b.alias).create(
-                    prefix=b.prefix, name=self.name, running_task=task_id,
-                    running_message=found[0], redeliver=redeliver)
+            marker = [task_id, pk, redeliver, b.prefix, self.name]
+            if not b._count(f"UPDATE {CONSUMER} SET running_task = %s, running_message = %s, "
+                            f"redeliver = %s WHERE prefix = %s AND name = %s", marker):
+                b._sql(f"INSERT INTO {CONSUMER} (running_task, running_message, redeliver, "
+                       f"prefix, name) VALUES (%s, %s, %s, %s, %s)", marker)
             if track:
-                StartedTask.objects.using(b.alias).create(prefix=b.prefix, consumer=self.name,
-                                                          task_id=task_id)
+                b._sql(f"INSERT INTO {STARTED} (prefix, consumer, task_id) VALUES (%s, %s, %s)",
+                       [b.prefix, self.name, task_id])
         return Started.RUN
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
@@ -446,9 +498,11 @@ class DatabaseConsumer(Consumer):
         b = self.broker
         with b._write():
             if ids:
-                self._mine().filter(task_id__in=ids).delete()
+                b._sql(f"DELETE FROM {QUEUE} WHERE prefix = %s AND consumer = %s AND task_id IN "
+                       f"({_marks(ids)})", [b.prefix, self.name, *ids])
             if settled:
-                b._rows(StartedTask).filter(consumer=self.name, task_id__in=settled).delete()
+                b._sql(f"DELETE FROM {STARTED} WHERE prefix = %s AND consumer = %s AND "
+                       f"task_id IN ({_marks(settled)})", [b.prefix, self.name, *settled])
 
     def requeue(self, ids: Iterable[str]) -> None:
         ids = list(ids)
