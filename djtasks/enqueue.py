@@ -9,8 +9,9 @@ retries (docs/delivery.md, "How a task is enqueued").
 - ``apply``: run a message in this process.
 
 ``before_task_publish`` is sent once a message is sure to be published
-(its size checked, its transaction committed), ``after_task_publish`` once
-the broker has it.
+(its size checked, its transaction committed; with the database broker,
+just before its row joins the caller's transaction), ``after_task_publish``
+once the broker has it (with the database broker, at the commit).
 """
 
 from __future__ import annotations
@@ -139,8 +140,10 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     else:
         try:
             publish([out])
-        except BrokerError:
-            # The caller gets the error; a PENDING row would claim a task exists.
+        except Exception:
+            # The caller gets the error (the broker's, or a publish signal
+            # receiver's); a PENDING row would claim a task exists, and the
+            # outbox would publish it.
             TaskResult.objects.using(using).filter(task_id=message.id).delete()
             raise
     return AsyncResult(message.id, task_name=message.task)
@@ -180,7 +183,8 @@ def retry(task: Task, message: Message, outcome: Outcome) -> Outgoing | None:
 
 def apply(task: Task, message: Message) -> EagerResult:
     """Run ``message`` in this process now (``Task.apply``): through JSON as a
-    worker sees it, without the size limit; no row is written."""
+    worker sees it, without the size limit on the first run (its retries are
+    checked as a worker's are); no row is written."""
     result = EagerResult(message.id)
     _run_eager(task, Message.decode(dump_envelope(task.encode_message(message))), result)
     return result

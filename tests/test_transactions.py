@@ -171,3 +171,18 @@ def test_a_reused_task_id_of_a_finished_task_runs_again(burst):
     assert TaskResult.objects.get(task_id=again.id).status == states.PENDING
     burst()
     assert again.get(timeout=1) == 10
+
+
+def test_a_publish_signal_receiver_that_raises_leaves_no_row_behind(broker):
+    from djtasks import signals
+
+    def refuse(sender, **kwargs):
+        raise RuntimeError("receiver refuses")
+
+    signals.before_task_publish.connect(refuse)
+    try:
+        with pytest.raises(RuntimeError, match="receiver refuses"):
+            tasks.add.delay(1, 1)
+    finally:
+        signals.before_task_publish.disconnect(refuse)
+    assert TaskResult.objects.count() == 0  # the caller got the error: no task exists

@@ -438,3 +438,18 @@ def test_a_settled_row_is_not_reported_lost(broker):
     consumer.start(result.id, ack=True)
     consumer.ack([], settled=[result.id])  # its final row was written
     assert consumer.release().unsettled == []
+
+
+def test_an_acks_late_task_given_back_by_a_dead_executor_is_not_settled_lost(broker):
+    from djtasks.worker.supervisor import settle_lost
+
+    result = tasks.record_and_sleep_late.delay("k", 0)
+    running = tasks.add.delay(1, 1)
+    consumer = broker.consumer("dead/0.1", ["default"])
+    consumer.fetch(2, 0)
+    consumer.start(result.id, ack=False)  # ran; its row and late ack were still queued
+    consumer.start(running.id, ack=True)
+    reaped = consumer.release()
+    assert result.id in reaped.requeued  # it runs again...
+    settle_lost([reaped], broker)
+    assert TaskResult.objects.get(task_id=result.id).status == states.PENDING  # ...so not lost

@@ -78,7 +78,8 @@ class Reaped:
 
     ``running`` is the id of the task it started last (None if none) and
     ``fate`` what became of that message. ``requeued`` lists the other ids
-    given back (fetched, never started). ``unsettled`` lists the other tasks
+    given back (fetched and never started, or acks_late and not yet acked:
+    they run again). ``unsettled`` lists the other tasks
     it started (with ``track=True``) whose rows it never reported written
     (``Consumer.ack(settled=...)``): their results were lost with it.
     """
@@ -176,10 +177,12 @@ class Transport(ABC):
         """Put each ``(message, body)`` on ``message.queue`` at
         ``message.priority``, or schedule it for ``message.eta`` if that is in
         the future; a message published while an idle consumer waits wakes
-        it. All items go in one round trip, all or none. Idempotent: a
-        message whose id and ``created`` time this broker was already given
-        (within its memory of a day) is not published again, so a publish
-        retried after a lost reply, or the outbox, never makes a second copy.
+        it. All items go in one round trip, all or none. Idempotent where
+        ``atomic_with`` is None: a message whose id and ``created`` time this
+        broker was already given (remembered a day past the later of its
+        created time and its eta) is not published again, so a publish retried
+        after a lost reply, or the outbox, never makes a second copy. A broker
+        whose publish joins the caller's transaction is never asked twice.
         Raises ``BrokerError`` if the broker cannot be reached.
         """
 

@@ -103,7 +103,8 @@ class MemoryBroker(Broker):
             self._deaths: dict[str, int] = {}
             self._workers: dict[str, str] = {}
             self._buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, ts)
-            self._published: dict[str, float] = {}  # id -> created time of its last message
+            # (id, created) of each message given -> the later of created and eta
+            self._published: dict[tuple[str, float], float] = {}
             self._duties: dict[str, tuple[str, float]] = {}  # duty -> (holder, until)
             self._listeners: dict[str, set[_MemoryDoneListener]] = {}
 
@@ -167,9 +168,10 @@ class MemoryBroker(Broker):
         with self._cond:
             now = self.clock()
             for message, body in items:
-                if self._published.get(message.id) == message.created:
+                if (message.id, message.created) in self._published:
                     continue  # given already: publishing is idempotent
-                self._published[message.id] = message.created
+                self._published[(message.id, message.created)] = max(
+                    message.created, message.eta or 0.0)
                 frame = _Frame(message.id, message.queue, message.priority, body)
                 if message.eta is not None and message.eta > now:
                     self._schedule(frame, message.eta)
@@ -178,7 +180,7 @@ class MemoryBroker(Broker):
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         with self._cond:
-            return {m.id for m in messages if self._published.get(m.id) == m.created}
+            return {m.id for m in messages if (m.id, m.created) in self._published}
 
     def consumer(self, name: str, queues: Sequence[str]) -> MemoryConsumer:
         return MemoryConsumer(self, name, list(queues))
@@ -187,8 +189,8 @@ class MemoryBroker(Broker):
         with self._cond:
             now = self.clock()
             self._revoked = {i: s for i, s in self._revoked.items() if s > now - REVOKE_MEMORY}
-            self._published = {i: c for i, c in self._published.items()
-                               if c > now - REVOKE_MEMORY}
+            self._published = {k: s for k, s in self._published.items()
+                               if s > now - REVOKE_MEMORY}
             expired = sorted((d, c) for c, d in self._leases.items() if d <= now)
             return [self._release(c) for _, c in expired]
 

@@ -16,7 +16,7 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:terminate``             zset task id -> time: revoked with terminate=True
 - ``{p}:deaths``                hash id -> executors that died running it
 - ``{p}:workers``               hash worker name -> JSON info (heartbeat)
-- ``{p}:published``             zset id -> created time of the message last published with it
+- ``{p}:published``             zset "<id>\\n<created>" -> later of created and eta (a day)
 - ``{p}:duty:<name>``           string: the worker holding a duty (the outbox sweep), with a TTL
 - ``{p}:rate:<task name>``      hash: the task's rate-limit token bucket
 - ``{p}:malformed``             counter naming dead letters that need a unique key
@@ -53,6 +53,11 @@ REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
 
+
+
+def _published(message: Message) -> str:
+    """The member of ``{p}:published`` that stands for one message."""
+    return f"{message.id}\n{message.created!r}"
 
 
 class RedisBroker(Broker):
@@ -128,16 +133,16 @@ class RedisBroker(Broker):
             list_key = self.list_key(message.queue, message.priority)
             frame = f"{message.id}\n{list_key}\n".encode() + body
             argv += [message.id, list_key, self.wake_key(message.queue), frame,
-                     "" if message.eta is None else repr(message.eta), repr(message.created)]
+                     "" if message.eta is None else repr(message.eta), _published(message)]
         self._call(self._publish, keys=[self.scheduled_key, self.etas_key, self.published_key],
                    args=argv)
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         if not messages:
             return set()
-        scores = self._call(self.client.zmscore, self.published_key, [m.id for m in messages])
-        return {m.id for m, score in zip(messages, scores, strict=True)
-                if score is not None and score == m.created}
+        scores = self._call(self.client.zmscore, self.published_key,
+                            [_published(m) for m in messages])
+        return {m.id for m, score in zip(messages, scores, strict=True) if score is not None}
 
     def consumer(self, name: str, queues: Sequence[str]) -> RedisConsumer:
         return RedisConsumer(self, name, list(queues))

@@ -72,6 +72,8 @@ def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None
             logger.error("task %s killed its executor %s times: dead-lettered", r.running,
                          get_settings().MAX_DEATHS)
         for task_id in r.unsettled:
+            if task_id in r.requeued:  # acks_late, not yet acked: it runs again
+                continue
             exc = WorkerLostError(f"{r.consumer} {why} after the task ran; its result was lost")
             if _mark(task_id, r.consumer, states.FAILURE, exc):
                 logger.error("the result of task %s was lost with consumer %s", task_id,

@@ -537,3 +537,12 @@ def test_one_holder_at_a_time_leads_a_duty(broker, clock):
     time.sleep(0.35)  # Redis times it with a key TTL, the others by their clock
     clock.t += 0.35
     assert broker.lead("outbox", "w2", ttl=0.3)  # the first holder's ttl ran out
+
+
+def test_what_was_published_is_remembered_a_day_past_a_scheduled_tasks_eta(broker, clock):
+    m = Message(id="far", task="t", args=[], kwargs={}, queue="default",
+                eta=clock.t + 2 * DAY, created=clock.t)
+    broker.publish([(m, m.encode())])
+    clock.t += 1.5 * DAY  # past a day after it was created, before its eta
+    broker.reap()
+    assert broker.published([m]) == {"far"}  # the outbox will not publish it again
