@@ -15,11 +15,10 @@ local published = 0
 for i = 2, #ARGV, 6 do
   local id, list, wake, frame, eta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local member = ARGV[i + 5]
-  if not redis.call('ZSCORE', KEYS[3], member) then
-    local created = tonumber(string.sub(member, string.find(member, '\n', 1, true) + 1))
-    local score = created
-    if eta ~= '' and tonumber(eta) > score then score = tonumber(eta) end
-    redis.call('ZADD', KEYS[3], score, member)
+  local score = tonumber(string.sub(member, string.find(member, '\n', 1, true) + 1))
+  if eta ~= '' and tonumber(eta) > score then score = tonumber(eta) end
+  -- NX: added (1) only if this very message was never given before.
+  if redis.call('ZADD', KEYS[3], 'NX', score, member) == 1 then
     published = published + 1
     if eta ~= '' and tonumber(eta) > now then
       redis.call('ZADD', KEYS[1], eta, frame)
