@@ -96,6 +96,11 @@ def create_item(name: str) -> int:
 
 
 @shared_task
+def get_item(pk: int) -> str:
+    return Item.objects.get(pk=pk).name
+
+
+@shared_task
 def pid() -> int:
     return os.getpid()
 
