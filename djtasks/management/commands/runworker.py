@@ -203,11 +203,14 @@ class Command(BaseCommand):
 
     def _configure_logging(self, level: str) -> None:
         """``--loglevel`` for djtasks; with no LOGGING of the project's own (no
-        root handler), every logger, tasks' included, prints in TASK_FORMAT."""
+        handler on the root or the ``djtasks`` logger), every logger, tasks'
+        included, prints in TASK_FORMAT. A project's own handler on ``djtasks``
+        is left alone: a root handler too would print each line twice."""
         install_task_record_factory()
-        logging.getLogger("djtasks").setLevel(level)
+        djtasks_logger = logging.getLogger("djtasks")
+        djtasks_logger.setLevel(level)
         root = logging.getLogger()
-        if not root.handlers:
+        if not root.handlers and not djtasks_logger.handlers:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter(TASK_FORMAT))
             root.addHandler(handler)
