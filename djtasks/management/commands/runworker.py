@@ -18,6 +18,7 @@ from djtasks.conf import QUEUE_NAME_RE, get_settings
 from djtasks.exceptions import BrokerError
 from djtasks.registry import registry
 from djtasks.utils import TASK_FORMAT, install_task_record_factory
+from djtasks.worker.connect import wait_for_broker
 from djtasks.worker.executor import Limits
 from djtasks.worker.pools import POOLS
 from djtasks.worker.supervisor import Supervisor, WorkerOptions, default_hostname
@@ -173,7 +174,9 @@ class Command(BaseCommand):
         )
         broker = get_broker()
         try:
-            broker.ping()
+            if not wait_for_broker(broker):
+                self.stdout.write(f"worker {worker.hostname} stopped before the broker answered")
+                return
         except BrokerError as exc:
             raise CommandError(f"cannot start: {exc}") from None
         self._banner(worker, broker.describe())
