@@ -39,6 +39,11 @@ class BrokerError(DjtasksError):
     """The broker could not be reached or refused an operation."""
 
 
+class BrokerUnavailable(BrokerError):
+    """The broker could not be reached (down, restarting, a network fault): worth
+    waiting for, unlike a refusal such as a wrong password."""
+
+
 class MessageError(DjtasksError):
     """A message could not be decoded; the worker dead-letters it."""
 

@@ -19,15 +19,36 @@ if TYPE_CHECKING:
 _POLL_CAP = 1.0  # seconds between database reads while waiting, at most
 
 
+def _import_qualified(path: str) -> object:
+    """The object named by ``module.Qualname`` (``shop.models.Report.DoesNotExist``):
+    the longest importable module prefix, then attributes along the rest. A bare
+    name (rows written before types carried their module) is looked up in builtins.
+
+    Raises ``ImportError`` or ``AttributeError`` when nothing by that name exists.
+    """
+    parts = path.split(".")
+    if len(parts) == 1:
+        parts = ["builtins", *parts]
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj: object = import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for attr in parts[split:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ImportError(f"no module in {path!r}")
+
+
 def _rebuild_exception(exc_type: str, message: str) -> BaseException:
-    """The original exception class with its message, or ``TaskError`` if that fails."""
-    module_name, _, name = exc_type.rpartition(".")
+    """The original exception class with its message, nested classes included
+    (``Report.DoesNotExist``), or ``TaskError`` if that fails."""
     try:
-        cls = getattr(import_module(module_name or "builtins"), name)
+        cls = _import_qualified(exc_type)
         if isinstance(cls, type) and issubclass(cls, Exception):
             return cls(message)
     except Exception:  # a class that will not rebuild falls back to TaskError
-        return TaskError(f"{exc_type}: {message}", exc_type)
+        pass
     return TaskError(f"{exc_type}: {message}", exc_type)
 
 

@@ -52,8 +52,10 @@ class MessageSigner:
             if constant_time_compare(self._signature(key, payload), signature):
                 return payload
         raise MessageError("the message signature does not match SECRET_KEY or any of "
-                           "SECRET_KEY_FALLBACKS; it was not sent by this project, or "
-                           "was altered")
+                           "SECRET_KEY_FALLBACKS: it was altered, or sent by another "
+                           "project using the same Redis database and DJTASKS['KEY_PREFIX'] "
+                           "(or by this project with a different SECRET_KEY); each project "
+                           "needs its own KEY_PREFIX")
 
 
 _signer: MessageSigner | None = None

@@ -1,8 +1,9 @@
 """The example site through HTTP: the sign-up mail and CSV reports.
 
 Most tests capture what the views enqueue with ``djtasks.testing`` (inside
-the test's transaction, on the memory broker) and run it in-process; the
-last one runs the shop end to end on Redis with a real worker.
+the test's transaction, on the memory broker) and run it in-process; one
+runs the shop end to end on Redis with a real worker; the last ones check the
+reports page's states against the rows.
 """
 
 import csv
@@ -117,3 +118,75 @@ def test_a_report_is_generated_by_the_worker_and_downloads(client, burst):
     rows = list(csv.reader(io.StringIO(body)))
     assert rows[0][:3] == ["order", "placed", "product"]
     assert sorted(r[2] for r in rows[1:]) == ["Biscuits", "Mug", "Tea"]
+
+
+# -- the reports page: one state per report, refreshed until every one is done ----
+
+
+REFRESH = '<meta http-equiv="refresh" content="2">'
+
+
+def report_with_task(shopper, settings, tmp_path, *, report_status, task_status, file=True):
+    from djtasks.models import TaskResult
+
+    settings.MEDIA_ROOT = tmp_path
+    user = User.objects.get(username="alice")
+    report = Report.objects.create(owner=user, month="2026-01", task_id=f"t-{task_status}",
+                                   status=report_status, file_name="r.csv", rows=3)
+    if task_status != states.PENDING:
+        TaskResult.objects.create(task_id=report.task_id, task_name=generate_report.name,
+                                  status=task_status)
+    if file:
+        (tmp_path / "reports").mkdir()
+        (tmp_path / "reports" / "r.csv").write_text("order\n")
+    return report
+
+
+def state_cell(page: str) -> str:
+    return page.split('<td class="status">')[1].split("</td>")[0]
+
+
+@pytest.mark.django_db
+def test_a_report_marked_ready_before_its_task_succeeded_is_shown_running_and_refreshes(
+    shopper, settings, tmp_path
+):
+    # The task writes READY a moment before its SUCCESS row is stored.
+    report = report_with_task(shopper, settings, tmp_path, report_status=Report.Status.READY,
+                              task_status=states.PENDING)
+    page = shopper.get("/reports/").content.decode()
+    assert state_cell(page) == "running"
+    assert REFRESH in page and "Download" not in page
+    assert shopper.get(f"/reports/{report.pk}/download/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_queued_report_refreshes_the_page(shopper, settings, tmp_path):
+    report_with_task(shopper, settings, tmp_path, report_status=Report.Status.QUEUED,
+                     task_status=states.PENDING, file=False)
+    page = shopper.get("/reports/").content.decode()
+    assert state_cell(page) == "queued" and REFRESH in page
+
+
+@pytest.mark.django_db
+def test_a_report_is_ready_when_its_task_succeeded_and_its_file_exists(
+    shopper, settings, tmp_path
+):
+    report = report_with_task(shopper, settings, tmp_path, report_status=Report.Status.READY,
+                              task_status=states.SUCCESS)
+    page = shopper.get("/reports/").content.decode()
+    assert state_cell(page) == "ready" and REFRESH not in page
+    assert f"/reports/{report.pk}/download/" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("report_status", "task_status", "file"), [
+    (Report.Status.RUNNING, states.FAILURE, False),   # failed for good: never marked
+    (Report.Status.READY, states.SUCCESS, False),     # its file is gone
+])
+def test_a_report_whose_task_failed_or_file_is_missing_is_failed_and_stops_refreshing(
+    shopper, settings, tmp_path, report_status, task_status, file
+):
+    report_with_task(shopper, settings, tmp_path, report_status=report_status,
+                     task_status=task_status, file=file)
+    page = shopper.get("/reports/").content.decode()
+    assert state_cell(page) == "failed" and REFRESH not in page and "Download" not in page

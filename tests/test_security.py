@@ -38,6 +38,20 @@ def test_a_message_signed_with_another_key_is_dead_lettered_and_never_run(
     assert dead.id == "forged-1" and "signature does not match" in dead.reason
 
 
+def test_a_foreign_message_is_dead_lettered_with_a_hint_to_set_key_prefix(
+    burst, broker, counter
+):
+    # Another project on the same Redis database and KEY_PREFIX: its SECRET_KEY differs.
+    foreign = Message(id="foreign-1", task="tests.app.tasks.record", args=[counter("x")],
+                      kwargs={}, queue="default")
+    payload = foreign.encode().rpartition(b":")[0]
+    publish_body(broker, foreign, MessageSigner("another project's key", []).sign(payload))
+    burst()
+    [dead] = broker.dead_letters()
+    assert "another project using the same Redis database" in dead.reason
+    assert "each project needs its own KEY_PREFIX" in dead.reason
+
+
 def test_an_altered_message_is_dead_lettered(burst, broker, counter):
     key = counter("altered")
     message = Message(id="altered-1", task="tests.app.tasks.record", args=[key], kwargs={},

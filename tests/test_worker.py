@@ -61,6 +61,17 @@ def test_get_rebuilds_builtins_stored_with_or_without_their_module(stored):
         AsyncResult("old-row").get(timeout=1)
 
 
+def test_get_reraises_a_nested_exception_class_such_as_does_not_exist(burst):
+    from tests.app.models import Item
+
+    missing = tasks.get_item.delay(999_999)
+    burst()
+    assert TaskResult.objects.get(task_id=missing.id).exception_type == (
+        "tests.app.models.Item.DoesNotExist")
+    with pytest.raises(Item.DoesNotExist):
+        missing.get(timeout=1)
+
+
 def test_get_times_out_with_timeout_error(broker):
     result = tasks.add.delay(1, 2)  # no worker runs it
     started = time.monotonic()

@@ -2,8 +2,10 @@
 recycling, pools, shutdown, heartbeats, signals and logging."""
 
 import os
+import re
 import signal
 import time
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -367,6 +369,35 @@ def test_worker_output_shows_task_name_and_id_on_task_log_lines(worker_process):
     worker = worker_process("--pool", "solo", "--burst")
     assert worker.wait(30) == 0
     assert f"tests.app.tasks.log_something[{result.id}]" in worker.output()
+
+
+def test_a_finished_task_is_logged_with_its_run_time_in_celerys_words(burst, caplog):
+    result = tasks.add.delay(1, 2)
+    with caplog.at_level("INFO", logger="djtasks.worker"):
+        burst()
+    [line] = [r.getMessage() for r in caplog.records if result.id in r.getMessage()]
+    assert re.fullmatch(rf"task tests\.app\.tasks\.add\[{result.id}\] succeeded in "
+                        r"\d+\.\d{3}s: 3", line), line
+
+
+def test_a_retry_is_logged_with_when_it_will_run(burst, caplog):
+    result = tasks.retry_in_30s.delay()
+    with caplog.at_level("INFO", logger="djtasks.worker"):
+        burst()
+    [line] = [r.getMessage() for r in caplog.records if "retry 1 scheduled" in r.getMessage()]
+    match = re.search(r"scheduled for (\S+) \(in ([\d.]+)s\)", line)
+    assert match and result.id in line, line
+    eta = datetime.fromisoformat(match.group(1))
+    assert 25 < float(match.group(2)) <= 30
+    assert 25 < (eta - datetime.now(UTC)).total_seconds() <= 30
+
+
+@pytest.mark.subprocess
+def test_prefork_executors_log_under_their_own_process_name(worker_process):
+    result = tasks.log_record_process_name.delay()
+    worker = worker_process("--pool", "prefork", "-c", "1", "--burst")
+    assert worker.wait(30) == 0, worker.output()
+    assert result.get(timeout=5) == "executor-1"
 
 
 def test_retry_backoff_is_exponential_capped_and_jittered():

@@ -174,3 +174,32 @@ def test_an_eta_far_ahead_waits_in_redis_once_and_outlives_worker_restarts(
     assert broker.scheduled_count() == 1  # and held once, not copied per worker
     assert broker.queue_depths(["default"]) == {"default": 0}
     assert AsyncResult(result.id).status == states.PENDING
+
+
+def test_a_worker_started_while_the_broker_is_down_waits_then_runs_tasks(
+    worker_process, private_redis_server, settings
+):
+    from djtasks.brokers import reset_broker
+
+    private_redis_server.stop()
+    worker = worker_process("--pool", "solo", broker_url=private_redis_server.url)
+    worker.wait_for_output("waiting for the broker redis://127.0.0.1:")
+    time.sleep(1)  # a retry or two: it must still be waiting, not gone
+    assert worker.proc.poll() is None, worker.output()
+    private_redis_server.start()
+    settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": private_redis_server.url}
+    reset_broker()
+    result = tasks.add.delay(2, 3)
+    assert result.get(timeout=30) == 5, worker.output()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_waiting_for_the_broker_exits_cleanly(
+    worker_process, private_redis_server, signum
+):
+    private_redis_server.stop()
+    worker = worker_process("--pool", "solo", broker_url=private_redis_server.url)
+    worker.wait_for_output("waiting for the broker")
+    worker.signal(signum)
+    assert worker.wait(10) == 0, worker.output()
+    assert "stopped before the broker answered" in worker.output()

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BrokerError
+from ..exceptions import BrokerError, BrokerUnavailable
 from ..message import Message
 from . import envelope_priority, redact_url
 from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
@@ -118,8 +119,11 @@ class RedisBroker(Broker):
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except RedisAuthenticationError as exc:  # a ConnectionError to redis-py, not "down"
+            raise BrokerError(f"Redis at {redact_url(self.url)} refused: {exc}") from exc
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise BrokerError(f"Redis at {redact_url(self.url)} is unreachable: {exc}") from exc
+            raise BrokerUnavailable(
+                f"Redis at {redact_url(self.url)} is unreachable: {exc}") from exc
         except RedisError as exc:
             raise BrokerError(f"Redis at {redact_url(self.url)} refused: {exc}") from exc
 

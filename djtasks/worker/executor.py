@@ -315,9 +315,14 @@ class Executor:
         # The next attempt goes through the enqueue door's checks first: one
         # that cannot travel makes this run a FAILURE instead of a RETRY.
         attempt = enqueue.retry(task, message, outcome) if outcome.retry is not None else None
-        if outcome.status == states.FAILURE:
-            logger.error("task %s[%s] failed: %s", message.task, message.id,
-                         outcome.traceback.rstrip())
+        runtime = outcome.finished - outcome.started
+        if outcome.status == states.SUCCESS:
+            # Celery's wording, so a Celery user's log greps keep working.
+            logger.info("task %s[%s] succeeded in %.3fs: %s", message.task, message.id,
+                        runtime, _short_repr(outcome.value))
+        elif outcome.status == states.FAILURE:
+            logger.error("task %s[%s] failed in %.3fs: %s", message.task, message.id,
+                         runtime, outcome.traceback.rstrip())
         late_ack = message.id if task.acks_late else None
         if store:
             self.results.add(TaskResult.from_message(
@@ -359,9 +364,22 @@ class Executor:
                              retry.retries, message.task, message.id, backoff, exc)
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
-        logger.info("task %s[%s] retry %d scheduled", message.task, message.id, retry.retries)
+        if retry.eta is None:
+            logger.info("task %s[%s] retry %d scheduled to run now", message.task, message.id,
+                        retry.retries)
+        else:
+            when = datetime.fromtimestamp(retry.eta, UTC)
+            logger.info("task %s[%s] retry %d scheduled for %s (in %.1fs)", message.task,
+                        message.id, retry.retries, when.isoformat(timespec="milliseconds"),
+                        max(retry.eta - time.time(), 0.0))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         logger.error("dead-lettering message %s from queue %r: %s",
                      delivery.id, delivery.queue, reason)
         self.consumer.dead_letter(delivery, reason)
+
+
+def _short_repr(value: object, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a log line, not a dump."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

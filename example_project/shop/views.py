@@ -1,4 +1,5 @@
 from decimal import Decimal
+from pathlib import Path
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
@@ -7,7 +8,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
-from djtasks import AsyncResult
+from djtasks import AsyncResult, states
 
 from .forms import ReportForm, SignUpForm
 from .models import Order, Report
@@ -48,23 +49,45 @@ def reports(request: HttpRequest) -> HttpResponse:
             report.task_id = result.id
             report.save(update_fields=["task_id"])
         return redirect("reports")
-    items = [(r, AsyncResult(r.task_id).status if r.task_id else "-")
-             for r in request.user.reports.all()[:20]]
+    items = [(r, report_state(r)) for r in request.user.reports.all()[:20]]
     welcome = request.session.get("welcome_task_id")
     return render(request, "shop/reports.html", {
         "form": form, "items": items,
         "welcome_status": AsyncResult(welcome).status if welcome else None,
-        "refresh": any(r.status in ("queued", "running") for r, _ in items),
+        # The page reloads itself (<meta http-equiv="refresh">) until every report is done.
+        "refresh": any(state in UNFINISHED for _, state in items),
     })
+
+
+UNFINISHED = (Report.Status.QUEUED, Report.Status.RUNNING)
+
+
+def report_state(report: Report) -> str:
+    """One state per report, from its task's state and its file: ``ready`` only
+    once the task is SUCCESS and the CSV exists. The task marks the report ready
+    a moment before its result is stored, so the row alone could say "ready"
+    beside a PENDING task; a task that failed for good never marks it at all."""
+    status = AsyncResult(report.task_id).status if report.task_id else states.PENDING
+    if status == states.SUCCESS:
+        ready = report.status == Report.Status.READY and report_path(report).is_file()
+        return Report.Status.READY if ready else Report.Status.FAILED
+    if status in (states.FAILURE, states.REVOKED):
+        return Report.Status.FAILED
+    if status in (states.STARTED, states.RETRY) or report.status != Report.Status.QUEUED:
+        return Report.Status.RUNNING
+    return Report.Status.QUEUED
+
+
+def report_path(report: Report) -> Path:
+    from django.conf import settings
+
+    return Path(settings.MEDIA_ROOT) / "reports" / report.file_name
 
 
 @login_required
 def download(request: HttpRequest, pk: int) -> FileResponse:
-    from django.conf import settings
-
     report = get_object_or_404(Report, pk=pk, owner=request.user)
-    if report.status != Report.Status.READY:
+    if report_state(report) != Report.Status.READY:
         raise Http404("report not ready")
-    path = settings.MEDIA_ROOT / "reports" / report.file_name
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=report.file_name,
-                        content_type="text/csv")
+    return FileResponse(open(report_path(report), "rb"), as_attachment=True,
+                        filename=report.file_name, content_type="text/csv")

@@ -96,6 +96,11 @@ def create_item(name: str) -> int:
 
 
 @shared_task
+def get_item(pk: int) -> str:
+    return Item.objects.get(pk=pk).name
+
+
+@shared_task
 def pid() -> int:
     return os.getpid()
 
@@ -263,3 +268,16 @@ def sigterm_my_process() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+@shared_task(bind=True, max_retries=1)
+def retry_in_30s(self) -> None:
+    raise self.retry(countdown=30)
+
+
+@shared_task
+def log_record_process_name() -> str:
+    """The processName a log record made in this task carries."""
+    import logging
+
+    return logging.makeLogRecord({}).processName or ""

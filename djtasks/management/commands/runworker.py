@@ -18,6 +18,7 @@ from djtasks.conf import QUEUE_NAME_RE, get_settings
 from djtasks.exceptions import BrokerError
 from djtasks.registry import registry
 from djtasks.utils import TASK_FORMAT, install_task_record_factory
+from djtasks.worker.connect import wait_for_broker
 from djtasks.worker.executor import Limits
 from djtasks.worker.pools import POOLS
 from djtasks.worker.supervisor import Supervisor, WorkerOptions, default_hostname
@@ -173,7 +174,12 @@ class Command(BaseCommand):
         )
         broker = get_broker()
         try:
-            broker.ping()
+            # A burst run (a script, a test) wants an answer, not a wait.
+            if options["burst"]:
+                broker.ping()
+            elif not wait_for_broker(broker):
+                self.stdout.write(f"worker {worker.hostname} stopped before the broker answered")
+                return
         except BrokerError as exc:
             raise CommandError(f"cannot start: {exc}") from None
         self._banner(worker, broker.describe())
@@ -203,11 +209,14 @@ class Command(BaseCommand):
 
     def _configure_logging(self, level: str) -> None:
         """``--loglevel`` for djtasks; with no LOGGING of the project's own (no
-        root handler), every logger, tasks' included, prints in TASK_FORMAT."""
+        handler on the root or the ``djtasks`` logger), every logger, tasks'
+        included, prints in TASK_FORMAT. A project's own handler on ``djtasks``
+        is left alone: a root handler too would print each line twice."""
         install_task_record_factory()
-        logging.getLogger("djtasks").setLevel(level)
+        djtasks_logger = logging.getLogger("djtasks")
+        djtasks_logger.setLevel(level)
         root = logging.getLogger()
-        if not root.handlers:
+        if not root.handlers and not djtasks_logger.handlers:
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter(TASK_FORMAT))
             root.addHandler(handler)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -125,6 +126,8 @@ class PreforkPool(Pool):
         code = 1
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+            # Log records say which executor wrote them (processName), not "MainProcess".
+            multiprocessing.current_process().name = f"executor-{slot + 1}"
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _die_with_parent()
             reset_broker()
