@@ -42,3 +42,15 @@ def may_follow(old: str, old_retries: int, new: str, new_retries: int) -> bool:
 def preceding(new: str) -> list[str]:
     """The states a row may leave for ``new`` within its attempt."""
     return [old for old, nexts in FOLLOWS.items() if new in nexts]
+
+
+def may_follow_sql(old: str, new: str) -> str:
+    """``may_follow`` as a SQL condition on two row aliases (``old`` the
+    stored row, ``new`` the one arriving), for a conditional upsert. The
+    states are literals from ``FOLLOWS``, never user input."""
+    same = " OR ".join(
+        f"({old}.status = '{before}' AND {new}.status IN ({', '.join(repr(a) for a in after)}))"
+        for before, after in FOLLOWS.items() if after
+    )
+    return (f"({new}.retries > {old}.retries OR ({new}.retries = {old}.retries AND "
+            f"({same})))")
