@@ -101,8 +101,10 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     ``transaction.atomic()`` on ``using`` with ``on_commit`` (default
     ``ENQUEUE_ON_COMMIT``), the message is published when the transaction
     commits; a rollback removes the row and nothing is published. A broker
-    error at commit time is logged with the task id and the row stays
-    PENDING. Publishing at once raises ``BrokerError`` and removes the row.
+    error at commit time is logged with the task id; the row stays PENDING
+    and a worker publishes it later (``outbox.sweep``). Publishing at once
+    re-raises any error (the broker's, a publish signal receiver's) and
+    removes the row.
     With a broker whose ``publish`` joins the transaction on ``using`` (the
     database broker), the message is written with the row, whatever
     ``on_commit`` says. With ``ALWAYS_EAGER`` the task runs in this process
@@ -156,7 +158,8 @@ def _publish_after_commit(out: Outgoing) -> None:
         # The commit has happened; failing the caller now would not undo it.
         logger.error(
             "could not publish task %s[%s] after commit; its TaskResult row stays "
-            "PENDING: %s", out.message.task, out.message.id, exc,
+            "PENDING and a worker publishes it once the broker is back (the outbox): %s",
+            out.message.task, out.message.id, exc,
         )
 
 

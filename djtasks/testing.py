@@ -108,6 +108,8 @@ class CapturedTasks:
         return the first match. The ``AssertionError`` lists what was enqueued
         and what waits for a commit; an unknown field is a ``TypeError``.
         """
+        if times == 0:
+            raise TypeError("assert_enqueued(times=0): use assert_not_enqueued")
         found = self._matching(task, args, kwargs, fields)
         if found and (times is None or len(found) == times):
             return found[0]

@@ -60,7 +60,9 @@ else:
 MEDIA_ROOT = Path(os.environ.get("DJTASKS_TEST_MEDIA", "/tmp/djtasks-test-media"))
 LOGIN_URL = "login"
 
-if os.environ.get("DJTASKS_TEST_DB", "sqlite") == "postgres":
+# Under CI the suite runs on PostgreSQL unless told otherwise: a forgotten
+# variable must not move it quietly to SQLite.
+if os.environ.get("DJTASKS_TEST_DB", "postgres" if os.environ.get("CI") else "sqlite") == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",

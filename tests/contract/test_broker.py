@@ -156,25 +156,25 @@ def test_a_blocking_fetch_wakes_when_a_message_arrives(broker, same_store):
     timer = threading.Timer(0.2, lambda: other.publish([msg(0)]))
     timer.start()
     started = time.monotonic()
-    got = broker.consumer("c/0.1", ["default"]).fetch(1, 1.0)
+    got = broker.consumer("c/0.1", ["default"]).fetch(1, 5.0)
     waited = time.monotonic() - started
-    while not got and time.monotonic() - started < 2:  # a wake may land between fetches
-        got = broker.consumer("c/0.1", ["default"]).fetch(1, 1.0)
+    while not got and time.monotonic() - started < 6:  # a wake may land between fetches
+        got = broker.consumer("c/0.1", ["default"]).fetch(1, 5.0)
     assert ids(got) == ["m0"]
-    assert waited < 0.9
+    assert waited < 4  # woken by the publish, not by its 5 s timeout
 
 
 def test_a_blocking_fetch_returns_a_scheduled_message_when_it_comes_due(broker):
     broker.publish([msg(0, eta=time.time() + 0.3)])
     started = time.monotonic()
-    assert ids(broker.consumer("c/0.1", ["default"]).fetch(1, 0.9)) == ["m0"]
-    assert 0.25 <= time.monotonic() - started < 0.85
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(1, 5.0)) == ["m0"]
+    assert 0.25 <= time.monotonic() - started < 4  # when due, not at its 5 s timeout
 
 
 def test_a_blocking_fetch_returns_empty_after_its_timeout(broker):
     started = time.monotonic()
     assert broker.consumer("c/0.1", ["default"]).fetch(1, 0.3) == []
-    assert 0.25 <= time.monotonic() - started < 1.0
+    assert 0.25 <= time.monotonic() - started < 3.0
 
 
 # -- start, release and reap -------------------------------------------------
@@ -517,7 +517,7 @@ def test_publishing_a_message_twice_makes_one_copy(broker):
     # twice: there is no publish to retry and no outbox.
     if broker.atomic_with is None:
         broker.publish([(m, body)])  # a retried publish, or the outbox
-        assert broker.queue_depths(["default"]) == {"default": 1}
+    assert broker.queue_depths(["default"]) == {"default": 1}
 
 
 def test_a_new_message_with_a_used_id_is_published(broker):
