@@ -29,7 +29,7 @@ from django.db import router, transaction
 from . import signals, states
 from .brokers import get_broker
 from .conf import get_settings
-from .exceptions import BrokerError, TaskArgumentError
+from .exceptions import TaskArgumentError
 from .execute import Outcome, execute
 from .message import Message, dump_envelope
 from .models import TaskResult
@@ -154,7 +154,7 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
 def _publish_after_commit(out: Outgoing) -> None:
     try:
         publish([out])
-    except BrokerError as exc:
+    except Exception as exc:  # the broker's, or a publish signal receiver's
         # The commit has happened; failing the caller now would not undo it.
         logger.error(
             "could not publish task %s[%s] after commit; its TaskResult row stays "

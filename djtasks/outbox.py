@@ -46,7 +46,12 @@ def sweep(broker: Broker, *, grace: float) -> list[str]:
     ``broker`` was never given; return their ids. Raises ``BrokerError``."""
     cutoff = timezone.now() - timedelta(seconds=grace)
     rows = TaskResult.objects.filter(status=states.PENDING, created__lt=cutoff)
-    messages = [message_from_row(row) for row in rows.order_by("created")[:BATCH]]
+    messages = []
+    for row in rows.order_by("created")[:BATCH]:
+        try:
+            messages.append(message_from_row(row))
+        except (ValueError, TypeError, KeyError) as exc:  # a row no codec reads: skip it
+            logger.error("the outbox cannot rebuild task %s from its row: %s", row.task_id, exc)
     given = broker.published(messages)
     lost = [m for m in messages if m.id not in given]
     if lost:

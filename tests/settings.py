@@ -62,7 +62,8 @@ LOGIN_URL = "login"
 
 # Under CI the suite runs on PostgreSQL unless told otherwise: a forgotten
 # variable must not move it quietly to SQLite.
-if os.environ.get("DJTASKS_TEST_DB", "postgres" if os.environ.get("CI") else "sqlite") == "postgres":
+_DEFAULT_DB = "postgres" if os.environ.get("CI") else "sqlite"
+if os.environ.get("DJTASKS_TEST_DB", _DEFAULT_DB) == "postgres":
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.postgresql",

@@ -2,8 +2,9 @@
 
 The executor hands each state to ``ResultWriter.add()`` and goes on with
 the next task; the writer thread collects what arrives within ``interval``
-seconds and writes it in one transaction (``TaskResult.objects.write``: the
-stored states read and locked, then one INSERT ... ON CONFLICT), then sends
+seconds and writes it with ``TaskResult.objects.write`` (on PostgreSQL and
+SQLite one conditional INSERT ... ON CONFLICT DO UPDATE ... WHERE the state
+may follow; elsewhere the stored states read and locked first), then sends
 the done notices and the late acks that waited for those rows. Per task that
 is a fraction of a database round trip instead of two.
 """
