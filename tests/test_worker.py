@@ -464,3 +464,27 @@ def test_an_acks_late_task_given_back_by_a_dead_executor_is_not_settled_lost(bro
     assert result.id in reaped.requeued  # it runs again...
     settle_lost([reaped], broker)
     assert TaskResult.objects.get(task_id=result.id).status == states.PENDING  # ...so not lost
+
+
+def test_a_retry_whose_next_attempt_was_never_published_is_not_left_retry(
+        broker, counter, monkeypatch):
+    from djtasks.worker.executor import Executor
+    from djtasks.worker.supervisor import settle_lost
+
+    class Died(BaseException):
+        """The executor's death between its RETRY row and the retry's publish."""
+
+    def die(outgoing):
+        raise Died()
+
+    result = tasks.flaky.delay(counter("flaky-dies"), 5)
+    monkeypatch.setattr("djtasks.enqueue.publish", die)
+    executor = Executor(broker, consumer="dying/0.1", hostname="h", queues=["default"],
+                        prefetch=1, burst=True)
+    with pytest.raises(Died):
+        executor.run()
+    assert TaskResult.objects.get(task_id=result.id).status == states.RETRY
+    settle_lost([broker.consumer("dying/0.1", ["default"]).release()], broker)
+    row = TaskResult.objects.get(task_id=result.id)
+    assert (row.status, row.exception_type) == (
+        states.FAILURE, "djtasks.exceptions.WorkerLostError")
