@@ -172,3 +172,20 @@ def test_a_slot_whose_writer_died_mid_write_reads_as_none_until_reset():
     view = slots.read(1)
     assert view is not None and (view.running, view.task_id, view.done) == (False, "", 1)
     assert slots.read(0) == SlotView(False, 0.0, "", 0, 0)
+
+
+def test_a_task_killed_for_its_time_limit_does_not_hide_the_unwritten_rows_before_it(
+        prefork, broker):
+    finished = tasks.add.delay(1, 1)  # ran on that executor; its rows were still queued
+    late = tasks.add.delay(2, 2)
+    handle = _started(broker, finished, late)
+    handle.start(late.id, ack=True)
+    prefork.slots.slot(0).start(late.id, time.time() - 1)
+    prefork.enforce_time_limits()
+    wait_until(lambda: prefork.reap_children() or not prefork.children,
+               what="the killed executor to be reaped")
+    assert TaskResult.objects.get(task_id=late.id).exception_type == (
+        "djtasks.exceptions.TimeLimitExceeded")
+    row = TaskResult.objects.get(task_id=finished.id)
+    assert (row.status, row.exception_type) == (states.FAILURE,
+                                                "djtasks.exceptions.WorkerLostError")

@@ -118,7 +118,8 @@ class Consumer(ABC):
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         """Record that this consumer starts ``task_id`` (a fetched message),
-        in one round trip with acking the other ``acks``.
+        in one round trip (one transaction on a database) with acking the
+        other ``acks``.
 
         ``ack`` acks the message itself now (acks_late=False: at most once).
         ``redeliver=False``: if the consumer dies running it, do not requeue
@@ -155,9 +156,10 @@ class Consumer(ABC):
         """Give back every message this consumer holds and forget it.
 
         The task it was running (acks_late, still held) is requeued and
-        counted as a death, or dead-lettered at ``max_deaths``. With
-        ``drop_running=id`` it is dropped instead, if it is ``id`` (its
-        executor was killed for a hard time limit or a terminate).
+        counted as a death, or dead-lettered at ``max_deaths``. It is dropped
+        instead if it was started with ``redeliver=False``, or with
+        ``drop_running=id`` if it is ``id`` (its executor was killed for a
+        hard time limit or a terminate).
         ``shutdown`` requeues it without counting a death (the worker
         stopped it; the task did not kill it).
         """

@@ -8,7 +8,7 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:scheduled``             zset of frames waiting for their eta (score)
 - ``{p}:inflight:<consumer>``   hash id -> frame fetched by that consumer
 - ``{p}:consumers``             zset consumer -> lease deadline
-- ``{p}:running``               hash consumer -> id of the task it started last
+- ``{p}:running``               hash consumer -> "<id>\\n<flags>\\n<sha1 of frame>", last started
 - ``{p}:dead``                  hash id -> dead letter (JSON header line + body)
 - ``{p}:started:<consumer>``    set of tasks it started whose rows are not yet written
 - ``{p}:etas``                  hash id -> eta of a scheduled message
@@ -47,7 +47,7 @@ from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Re
 
 _LUA = Path(__file__).with_name("lua")
 PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
-MAX_BLOCK = 1.0  # seconds an idle consume() blocks at most, so stop flags are seen
+MAX_BLOCK = 1.0  # seconds an idle fetch() blocks at most, so stop flags are seen
 REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 
 

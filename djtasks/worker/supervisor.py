@@ -12,6 +12,7 @@ that is gone (docs/delivery.md).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -198,13 +199,17 @@ class Supervisor:
         except Exception as exc:
             logger.error("could not release %s (its lease will run out): %s", consumer, exc)
             return None
-        if not drop_running or released.running != drop_running:
-            why = "was stopped by a cold shutdown" if self.stopping else "died"
-            try:
-                close_old_connections()
-                settle_lost([released], self.broker, why)
-            except Exception as exc:
-                logger.error("could not record the task lost with %s: %s", consumer, exc)
+        lost = released
+        if drop_running and released.running == drop_running:
+            # The killed task is record_kill's; the others it ran without
+            # their rows written are still lost with it.
+            lost = dataclasses.replace(released, running=None)
+        why = "was stopped by a cold shutdown" if self.stopping else "died"
+        try:
+            close_old_connections()
+            settle_lost([lost], self.broker, why)
+        except Exception as exc:
+            logger.error("could not record the task lost with %s: %s", consumer, exc)
         return released
 
     def record_kill(self, kill: Kill, task_id: str, consumer: str) -> None:
