@@ -28,7 +28,9 @@ UPDATE_FIELDS = [
     "traceback", "worker", "retries", "eta", "expires", "started", "finished",
 ]
 # What a new enqueue of a reused task_id replaces too.
-CALLER_FIELDS = ["task_name", "args", "kwargs", "options", "created"]
+CALLER_FIELDS = [
+    "task_name", "args", "kwargs", "options", "created", "parent_id", "root_id", "group_id",
+]
 
 
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
@@ -165,6 +167,12 @@ class TaskResult(models.Model):
     created = models.DateTimeField(default=timezone.now, db_index=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    # The workflow a task belongs to (Celery's names): the task that sent it,
+    # the first task of its workflow (itself when it has no parent), and the
+    # group or chord it is a member of.
+    parent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    root_id = models.CharField(max_length=255, blank=True, db_index=True)
+    group_id = models.CharField(max_length=255, blank=True, db_index=True)
 
     objects = TaskResultQuerySet.as_manager()
 
@@ -218,6 +226,8 @@ class TaskResult(models.Model):
             created=utc_datetime(message.created),
             started=utc_datetime(started),
             finished=utc_datetime(finished),
+            parent_id=message.parent_id or "",
+            root_id=message.root_id or message.id,
         )
 
     def refused(self, error: Exception) -> TaskResult:

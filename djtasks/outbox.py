@@ -36,6 +36,7 @@ def message_from_row(row: TaskResult) -> Message:
         eta=row.eta.timestamp() if row.eta else None,
         expires=row.expires.timestamp() if row.expires else None,
         retries=row.retries, created=row.created.timestamp(), options=dict(row.options),
+        parent_id=row.parent_id or None, root_id=row.root_id or None,
     )
     message.encoded_args, message.encoded_kwargs = row.args, row.kwargs
     return message

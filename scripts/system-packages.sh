@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The system packages the test extras build against: mysqlclient needs the
-# MariaDB client headers and pkg-config. Installed with apt when missing.
+# The system packages the test suite needs, installed with apt when missing:
+# the MariaDB client headers and pkg-config (mysqlclient builds against
+# them), and Debian's Chromium with its ChromeDriver (the admin's browser
+# tests; a browser is never downloaded).
 set -euo pipefail
-if pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null; then
-    exit 0
-fi
+missing=()
+pkg-config --exists libmariadb 2>/dev/null || pkg-config --exists mysqlclient 2>/dev/null \
+    || missing+=(libmariadb-dev pkg-config)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null; then
-    echo "mysqlclient needs the MariaDB (or MySQL) client headers and pkg-config; install them" >&2
+    echo "the tests need: ${missing[*]} (Debian package names); install them" >&2
     exit 1
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
-echo "installing libmariadb-dev and pkg-config (for mysqlclient)"
+echo "installing ${missing[*]}"
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq libmariadb-dev pkg-config >/dev/null
+$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
