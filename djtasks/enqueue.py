@@ -16,6 +16,7 @@ once the broker has it (with the database broker, at the commit).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback as tb
@@ -128,7 +129,10 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
         # The message row joins the caller's transaction (the database
         # broker): the PENDING row and the message are written together, and
         # a rollback leaves neither. ``after_task_publish`` waits for the commit.
-        with transaction.atomic(using=using):
+        # A lone message outside a transaction is one statement, atomic
+        # without BEGIN and COMMIT round trips of its own.
+        alone = task.ignore_result and not transaction.get_connection(using).in_atomic_block
+        with contextlib.nullcontext() if alone else transaction.atomic(using=using):
             if not task.ignore_result:
                 TaskResult.objects.using(using).enqueued(message)
             _before_publish(out)

@@ -46,6 +46,13 @@ QUEUE = QueuedMessage._meta.db_table
 CONSUMER = BrokerConsumer._meta.db_table
 STARTED = StartedTask._meta.db_table
 REVOCATION = Revocation._meta.db_table
+# Ready messages of a queue a consumer may claim (params: prefix, queue, now,
+# prefix, consumer, count): not a twin of one it holds, highest priority,
+# oldest first. On PostgreSQL it is MATERIALIZED, so its LIMIT holds: an
+# IN (subquery) may be planned as a join that runs it more than once.
+READY = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer = '' "
+         f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
+         f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id LIMIT %s")
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -143,12 +150,18 @@ class DatabaseBroker(Broker):
             due = m.eta if m.eta is not None and m.eta > now else None
             params += [m.id, self.prefix, m.queue, m.priority, due, "", 0, body]
         values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
-        # In the caller's transaction when there is one (the enqueue door
-        # opens one): then the row is there exactly if it commits.
-        with self._errors(), transaction.atomic(using=self.alias, savepoint=False):
-            self._sql(f"INSERT INTO {QUEUE} (task_id, prefix, queue, priority, due, consumer, "
-                      f"deaths, body) VALUES {values}", params)
-            self._notify(self.channel)  # delivered when the transaction commits
+        insert = (f"INSERT INTO {QUEUE} (task_id, prefix, queue, priority, due, consumer, "
+                  f"deaths, body) VALUES {values}")
+        # One statement, in the caller's transaction when there is one (then
+        # the row is there exactly if it commits), else a transaction of its
+        # own: no BEGIN and COMMIT round trips. On PostgreSQL the NOTIFY
+        # rides in it, and is delivered when it commits.
+        with self._errors():
+            if self.vendor == "postgresql":
+                self._sql(f"WITH m AS ({insert}) SELECT pg_notify(%s, '')",
+                          [*params, self.channel])
+            else:
+                self._sql(insert, params)
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         # What publish() was given committed with the caller's transaction:
@@ -398,6 +411,9 @@ class DatabaseConsumer(Consumer):
 
     def _claim(self, count: int, ordered: list[str]) -> list[Delivery]:
         b = self.broker
+        if b.vendor == "postgresql":
+            with b._errors():
+                return self._claim_pg(count, ordered)
         now = b.clock()
         out: list[Delivery] = []
         with b._write():
@@ -429,26 +445,52 @@ class DatabaseConsumer(Consumer):
                 count -= len(take) - len(revoked)
         return sorted(out, key=lambda d: d.revoked)  # the revoked ones last
 
+    def _claim_pg(self, count: int, ordered: list[str]) -> list[Delivery]:
+        """PostgreSQL: each queue's claim is one statement in a transaction
+        of its own, which also says which claimed messages are revoked. A
+        twin or a revoked message is then given back or deleted by a second
+        statement: until it is, it is held by this consumer, whose release
+        or reaper gives it back if it dies in between."""
+        b = self.broker
+        out: list[Delivery] = []
+        for queue in ordered:
+            if count <= 0:
+                break
+            rows = b._sql(
+                f"WITH claim AS MATERIALIZED ({READY} FOR UPDATE SKIP LOCKED), "
+                f"taken AS (UPDATE {QUEUE} AS q SET consumer = %s FROM claim WHERE "
+                f"q.id = claim.id RETURNING q.id, q.task_id, q.priority, q.body) "
+                f"SELECT taken.*, EXISTS (SELECT 1 FROM {REVOCATION} AS r WHERE r.prefix = %s "
+                f"AND r.task_id = taken.task_id) FROM taken ORDER BY taken.priority DESC, "
+                f"taken.id",
+                [b.prefix, queue, b.clock(), b.prefix, self.name, count, self.name, b.prefix])
+            seen: set[str] = set()
+            twins, gone = [], []
+            for pk, task_id, _, body, revoked in rows:
+                if task_id in seen:  # a second message with one id waits its turn
+                    twins.append(pk)
+                    continue
+                seen.add(task_id)
+                if revoked:  # revoked while queued: never delivered, on any worker
+                    gone.append(pk)
+                else:
+                    count -= 1
+                out.append(Delivery(task_id, queue, bytes(body), revoked=revoked))
+            if twins:
+                b._sql(f"UPDATE {QUEUE} SET consumer = '' WHERE id IN ({_marks(twins)})", twins)
+            if gone:
+                b._sql(f"DELETE FROM {QUEUE} WHERE id IN ({_marks(gone)})", gone)
+        return sorted(out, key=lambda d: d.revoked)  # the revoked ones last
+
     def _claim_queue(self, queue: str, count: int, now: float) -> list[tuple[Any, ...]]:
         """Claim up to ``count`` ready messages of ``queue``: (id, task_id,
         priority, body) rows. A twin of a message this consumer holds is not
         taken; the conditional UPDATE is the claim, so a row another
         consumer took meanwhile is never taken again."""
         b = self.broker
-        ready = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer = '' "
-                 f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
-                 f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id "
-                 f"LIMIT %s")
+        ready = READY
         params = [b.prefix, queue, now, b.prefix, self.name, count]
-        vendor = b.vendor
-        if vendor == "postgresql":
-            # Materialized, so its LIMIT holds: an IN (subquery) may be
-            # planned as a join that runs it more than once.
-            return b._sql(f"WITH claim AS MATERIALIZED ({ready} FOR UPDATE SKIP LOCKED) "
-                          f"UPDATE {QUEUE} AS q SET consumer = %s FROM claim WHERE q.id = "
-                          f"claim.id RETURNING q.id, q.task_id, q.priority, q.body",
-                          [*params, self.name])
-        if vendor == "sqlite":  # one writer at a time (BEGIN IMMEDIATE)
+        if b.vendor == "sqlite":  # one writer at a time (BEGIN IMMEDIATE)
             return b._sql(f"UPDATE {QUEUE} SET consumer = %s WHERE consumer = '' AND id IN "
                           f"({ready}) RETURNING id, task_id, priority, body",
                           [self.name, *params])
@@ -465,6 +507,9 @@ class DatabaseConsumer(Consumer):
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
         acks = list(acks)
+        if b.vendor == "postgresql":
+            with b._errors():
+                return self._start_pg(task_id, ack, redeliver, track, acks)
         with b._write():
             found = b._sql(
                 f"SELECT id, (SELECT COUNT(*) FROM {REVOCATION} WHERE prefix = %s AND "
@@ -491,11 +536,53 @@ class DatabaseConsumer(Consumer):
                        [b.prefix, self.name, task_id])
         return Started.RUN
 
+    def _start_pg(self, task_id: str, ack: bool, redeliver: bool, track: bool,
+                  acks: list[str]) -> Started:
+        """``start`` on PostgreSQL: one statement, so one round trip and its
+        own transaction. The message row is locked first, so a reaper that
+        is giving this consumer's messages back is waited for, and then the
+        row is not found (LOST) instead of run twice."""
+        b = self.broker
+        found = b._sql(
+            f"WITH m AS MATERIALIZED (SELECT id FROM {QUEUE} WHERE prefix = %(p)s AND "
+            f"consumer = %(c)s AND task_id = %(t)s LIMIT 1 FOR UPDATE), "
+            f"r AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM {REVOCATION} WHERE prefix = %(p)s "
+            f"AND task_id = %(t)s) AS revoked), "
+            f"run AS MATERIALIZED (SELECT m.id FROM m, r WHERE NOT r.revoked), "
+            f"gone AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s AND "
+            f"(task_id = ANY(%(acks)s) OR id IN (SELECT m.id FROM m, r WHERE %(ack)s OR "
+            f"r.revoked))), "
+            f"mark AS (UPDATE {CONSUMER} SET running_task = %(t)s, running_message = "
+            f"(SELECT id FROM run), redeliver = %(rd)s WHERE prefix = %(p)s AND name = %(c)s "
+            f"AND EXISTS (SELECT 1 FROM run) RETURNING 1), "
+            f"track AS (INSERT INTO {STARTED} (prefix, consumer, task_id) SELECT %(p)s, %(c)s, "
+            f"%(t)s FROM run WHERE %(track)s) "
+            f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark)",
+            {"p": b.prefix, "c": self.name, "t": task_id, "acks": acks, "ack": ack,
+             "rd": redeliver, "track": track})
+        pk, revoked, marked = found[0]
+        if pk is None:
+            return Started.LOST
+        if revoked:
+            return Started.REVOKED
+        if not marked:  # no marker row yet: this consumer's first start
+            b._sql(f"INSERT INTO {CONSUMER} (running_task, running_message, redeliver, prefix, "
+                   f"name) VALUES (%s, %s, %s, %s, %s)", [task_id, pk, redeliver, b.prefix,
+                                                         self.name])
+        return Started.RUN
+
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         ids, settled = list(ids), list(settled)
         if not ids and not settled:
             return
         b = self.broker
+        if b.vendor == "postgresql":  # one statement: its own transaction
+            with b._errors():
+                b._sql(f"WITH a AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = "
+                       f"%(c)s AND task_id = ANY(%(ids)s)) DELETE FROM {STARTED} WHERE "
+                       f"prefix = %(p)s AND consumer = %(c)s AND task_id = ANY(%(settled)s)",
+                       {"p": b.prefix, "c": self.name, "ids": ids, "settled": settled})
+            return
         with b._write():
             if ids:
                 b._sql(f"DELETE FROM {QUEUE} WHERE prefix = %s AND consumer = %s AND task_id IN "
