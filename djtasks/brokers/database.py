@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +117,8 @@ class DatabaseBroker(Broker):
     def _rows(self, model: Any) -> Any:
         return model.objects.using(self.alias).filter(prefix=self.prefix)
 
-    def _sql(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _sql(self, sql: str,
+             params: Sequence[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement on the broker's connection; its rows, if any.
         The hot paths (publish, claim, start, ack) are plain SQL: building
         querysets cost more than the statements themselves."""
