@@ -37,7 +37,7 @@ class ScheduleState(models.Model):
 
 
 KINDS = (("interval", "interval"), ("crontab", "crontab"), ("clocked", "clocked (once)"))
-SOURCES = (("admin", "admin"), ("code", "code (BEAT_SCHEDULE, read-only)"))
+SOURCES = (("admin", "admin"), ("code", "code"))  # code: BEAT_SCHEDULE, read-only
 
 
 def _check_zone(name: str) -> None:
