@@ -69,12 +69,12 @@ def publish_now(row: PeriodicTask) -> str:
     now); return the task id. Raises what ``apply_async`` raises."""
     from ..enqueue import enqueue
     from ..registry import registry
-    from .runner import Runner
+    from .runner import message_for
 
     entry = row.entry() if row.source == "admin" else next(
         e for e in code_entries(get_settings().BEAT_SCHEDULE) if e.name == row.name)
     task = registry.get(entry.task)
-    message = Runner._message(entry, task, str(uuid.uuid4()), timezone.now())
+    message = message_for(entry, task, str(uuid.uuid4()), timezone.now())
     enqueue(task, message, on_commit=True, using=None)
     return message.id
 

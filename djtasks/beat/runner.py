@@ -31,6 +31,7 @@ from ..exceptions import NotRegistered
 from ..message import Message
 from ..models import TaskResult
 from ..registry import registry
+from ..task import Task
 from .entries import Entry, code_entries
 from .models import PeriodicTask, ScheduleState
 
@@ -61,6 +62,21 @@ def choose(due: Sequence[datetime], missed: str, now: datetime) -> list[datetime
     if missed == "skip":
         return [due[-1]] if now - due[-1] <= ON_TIME else []
     return [due[-1]]
+
+
+def message_for(entry: Entry, task: Task, task_id: str, tick: datetime) -> Message:
+    """The message of ``entry``'s run for ``tick``: its arguments and
+    options, ``expires`` counted from the tick (the run stands for it), and
+    ``scheduled_for`` carried as a message option. Raises what
+    ``Task.build_message`` raises (``TypeError``)."""
+    options = dict(entry.options)
+    expires = options.pop("expires", None)
+    if isinstance(expires, int | float):
+        expires = tick + timedelta(seconds=expires)
+    message = task.build_message(entry.args, entry.kwargs, task_id=task_id, expires=expires,
+                                 **options)
+    message.options["scheduled_for"] = tick.timestamp()
+    return message
 
 
 @dataclass
@@ -165,24 +181,13 @@ class Runner:
                      total_runs=F("total_runs") + 1)
             if not claimed:
                 return None
-            message = self._message(entry, task, task_id, tick)
+            message = message_for(entry, task, task_id, tick)
             from ..enqueue import enqueue
 
             enqueue(task, message, on_commit=True, using=self.using)
         logger.info("beat: %s for %s published as %s[%s]", entry.name,
                     tick.isoformat(), entry.task, task_id)
         return Fired(entry.name, tick, task_id)
-
-    @staticmethod
-    def _message(entry: Entry, task: object, task_id: str, tick: datetime) -> Message:
-        options = dict(entry.options)
-        expires = options.pop("expires", None)
-        if isinstance(expires, int | float):  # counted from the tick, as the run stands for it
-            expires = tick + timedelta(seconds=expires)
-        message: Message = task.build_message(  # type: ignore[attr-defined]
-            entry.args, entry.kwargs, task_id=task_id, expires=expires, **options)
-        message.options["scheduled_for"] = tick.timestamp()
-        return message
 
     def _pass_over(self, name: str, tick: datetime) -> None:
         """Move ``name`` past ticks its missed policy does not run."""
