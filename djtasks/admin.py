@@ -165,3 +165,4 @@ class DeadLetterAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/djtasks/deadletter/change_list.html", context)
+from .beat import admin as beat_admin  # noqa: E402,F401 - the periodic-task admin

@@ -48,6 +48,8 @@ class Settings:
     MAX_MESSAGE_BYTES: int = 1024 * 1024
     DATABASE_POLL_INTERVAL: float = 0.1
     OUTBOX_GRACE: float = 30.0
+    BEAT_SCHEDULE: Mapping[str, Any] = field(default_factory=dict)
+    BEAT_SYNC_INTERVAL: float = 5.0
 
 
 def _is_bool(v: Any) -> bool:
@@ -122,6 +124,13 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "an int >= 1: executors a message may kill before it is dead-lettered",
+    ),
+    "BEAT_SCHEDULE": (lambda v: isinstance(v, Mapping),
+                      "a dict of schedule name -> {'task': ..., 'schedule': ...} or None"),
+    "BEAT_SYNC_INTERVAL": (
+        lambda v: _is_positive_number(v) and v <= 300,
+        "a number of seconds > 0 and <= 300: how often beat runners read schedules "
+        "from the database",
     ),
     # Defaults of task options: checked as the option table checks the option.
     **{key: _option_check(key) for key in SETTING_OPTIONS},
@@ -211,6 +220,10 @@ def load(raw: Mapping[str, Any] | None) -> Settings:
         validate_broker_url(values["BROKER_URL"])
     if "ROUTES" in values:
         validate_routes(values["ROUTES"])
+    if "BEAT_SCHEDULE" in values:
+        from .beat.entries import validate_beat_schedule
+
+        validate_beat_schedule(values["BEAT_SCHEDULE"])
     expires = values.get("RESULT_EXPIRES", Settings.RESULT_EXPIRES)
     if expires is not None and not isinstance(expires, timedelta):
         values["RESULT_EXPIRES"] = timedelta(seconds=expires)

@@ -263,7 +263,8 @@ class DeadLetter(models.Model):
         return f"dead letter {self.pk}"
 
 
-# The database broker's tables live beside it; imported so migrations see them.
+# The database broker's and beat's tables live beside them; imported so migrations see them.
+from .beat.models import PeriodicTask, ScheduleState  # noqa: E402,F401
 from .brokers.tables import (  # noqa: E402,F401
     BrokerConsumer,
     Duty,

@@ -145,6 +145,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("time_limit", None, check_limit, call=True, carried=True),
     Option("soft_time_limit", None, check_limit, call=True, carried=True),
     Option("rate_limit", None, _check_rate),
+    # The tick a beat run stands for (a timestamp), as ``request.scheduled_for``.
+    Option("scheduled_for", None, check_seconds, task=False, carried=True),
 )}
 
 TASK_OPTIONS = tuple(o for o in OPTIONS.values() if o.task)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,7 +16,8 @@ class Request:
     """The context of the running task, as ``self.request`` with ``bind=True``.
 
     Field names follow Celery's ``Task.request``. ``eta`` and ``expires`` are
-    aware datetimes or None; ``called_directly`` is True for a plain call.
+    aware datetimes or None; ``called_directly`` is True for a plain call;
+    ``scheduled_for`` is the tick of a periodic task's run.
     """
 
     id: str | None = None
@@ -34,6 +35,13 @@ class Request:
     is_eager: bool = False
     called_directly: bool = True
     message: Message | None = None
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        """The tick a beat run stands for (an aware UTC datetime), else None.
+        Catch-up runs carry the tick they stand for (docs/periodic.md)."""
+        ts = self.message.options.get("scheduled_for") if self.message else None
+        return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
 
 _current = threading.local()  # the request of the task running in this thread

@@ -296,7 +296,7 @@ class Task:
             parent_id=parent.id if parent else None,
             root_id=(parent.root_id or parent.id) if parent and parent.id else None,
             created=now,
-            options={k: per_call[k] for k in sorted(MESSAGE_OPTIONS) if per_call[k] is not None},
+            options={k: v for k in sorted(MESSAGE_OPTIONS) if (v := per_call.get(k)) is not None},
         )
 
     def _route(self, s: Any) -> dict[str, Any]:

@@ -50,6 +50,7 @@ class WorkerOptions:
     hostname: str = field(default_factory=default_hostname)
     limits: Limits = field(default_factory=Limits)
     shutdown_timeout: float | None = 60.0  # seconds of warm shutdown before a cold one
+    beat: bool = False  # run a beat runner in a thread of the supervisor (--beat)
 
 
 def _mark(task_id: str, consumer: str, status: str, exc: BaseException) -> int:
@@ -240,9 +241,16 @@ class Supervisor:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
         signals.worker_ready.send(sender=self.options.hostname, hostname=self.options.hostname)
+        beat = None
+        if self.options.beat:
+            from ..beat.runner import start_thread
+
+            beat, _ = start_thread(self.options.hostname)
         try:
             self.pool.run()
         finally:
+            if beat is not None:
+                beat.stop()
             if in_main:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)

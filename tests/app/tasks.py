@@ -281,3 +281,30 @@ def log_record_process_name() -> str:
     import logging
 
     return logging.makeLogRecord({}).processName or ""
+
+
+@shared_task(bind=True)
+def record_tick(self, counter: str) -> str:
+    """HINCRBY the hash ``counter`` at this run's ``request.scheduled_for``."""
+    tick = self.request.scheduled_for.isoformat()
+    _redis().hincrby(counter, tick, 1)
+    return tick
+
+
+def _stall_one_beat_publish(sender, body, **kwargs):
+    """In a beat runner subprocess started with DJTASKS_TEST_BEAT_STALL=<file>:
+    the first publish writes that file and hangs, so the test can SIGKILL the
+    runner mid-tick (inside the claim's transaction with the database broker;
+    after its commit, before the publish, with Redis)."""
+    marker = os.environ["DJTASKS_TEST_BEAT_STALL"]
+    if not body["options"].get("scheduled_for") or os.path.exists(marker):
+        return
+    with open(marker, "w") as f:
+        f.write(body["id"])
+    time.sleep(600)
+
+
+if os.environ.get("DJTASKS_TEST_BEAT_STALL"):
+    from djtasks.signals import before_task_publish
+
+    before_task_publish.connect(_stall_one_beat_publish, weak=False)

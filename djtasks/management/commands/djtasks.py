@@ -51,7 +51,7 @@ class Command(BaseCommand):
         discard.add_argument("ids", nargs="+")
         cleanup = sub.add_parser(
             "cleanup", help="delete finished results older than DJTASKS['RESULT_EXPIRES'] "
-                            "(run it from cron, as Celery beat runs backend_cleanup)")
+                            "(beat runs it hourly as the djtasks.cleanup_results schedule)")
         cleanup.add_argument("--dry-run", action="store_true", help="count, delete nothing")
         lint = sub.add_parser(
             "lint", help="find .delay()/.apply_async()/send_task() calls that pass an object "
@@ -66,6 +66,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
 
     def do_cleanup(self, dry_run: bool = False, **options: Any) -> None:
+        from djtasks.beat.housekeeping import delete_expired_results
         from djtasks.conf import get_settings
         from djtasks.models import TaskResult
 
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         if dry_run:
             self.stdout.write(f"{expired.count()} result(s) finished more than {expires} ago")
             return
-        deleted, _ = expired.delete()
+        deleted = delete_expired_results(expires)
         self.stdout.write(f"deleted {deleted} result(s) finished more than {expires} ago")
 
     def do_lint(self, paths: list[str], **options: Any) -> None:

@@ -108,6 +108,9 @@ class Command(BaseCommand):
         parser.add_argument("--reload", action="store_true",
                             help="restart the worker when Python code changes "
                                  "(Django's autoreloader; for development)")
+        parser.add_argument("-B", "--beat", action="store_true",
+                            help="also run periodic tasks (a beat runner in the supervisor; "
+                                 "any number of workers may run one)")
         parser.add_argument("--lint", action="store_true",
                             help="lint the project's .delay()/.apply_async() calls for "
                                  "objects passed where ids belong, print, and exit")
@@ -171,6 +174,7 @@ class Command(BaseCommand):
                 max_memory_per_child=options["max_memory_per_child"] if recycles else None,
             ),
             shutdown_timeout=options["shutdown_timeout"],
+            beat=options["beat"],
         )
         broker = get_broker()
         try:
@@ -228,7 +232,8 @@ class Command(BaseCommand):
         w(f"  broker:      {broker}")
         w(f"  queues:      {', '.join(worker.queues)}")
         w(f"  concurrency: {worker.concurrency} ({worker.pool} pool), "
-          f"prefetch {worker.prefetch_multiplier}{', burst' if worker.burst else ''}")
+          f"prefetch {worker.prefetch_multiplier}{', burst' if worker.burst else ''}"
+          f"{', beat' if worker.beat else ''}")
         w(f"  tasks ({len(registry)}):")
         for task in registry:
             w(f"    . {task.name}")

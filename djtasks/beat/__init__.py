@@ -1,0 +1,1 @@
+"""Periodic tasks (beat): schedules, the runner, the database schedules (docs/periodic.md)."""
