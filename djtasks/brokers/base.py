@@ -12,7 +12,7 @@ test suite every broker passes.
   that dies loses nothing: once its lease runs out, any worker's ``reap()``
   hands its messages back to their queues.
 - Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
-  ``WorkerRegistry``, ``ResultNotices``. ``Broker`` is all of them.
+  ``WorkerRegistry``, ``ResultNotices``, ``Purging``. ``Broker`` is all of them.
 
 Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
@@ -330,7 +330,25 @@ class ResultNotices(ABC):
         """
 
 
-class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices):
+class Purging(ABC):
+    """Emptying a queue (``manage.py djtasks purge``; Celery's ``purge``)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> list[str]:
+        """Delete every ready message of ``queue`` (waiting to be fetched, due
+        if it had an eta) at once, and return their task ids in the order a
+        consumer would have fetched them (an id twice if it had two messages). An empty or
+        unknown queue gives []. Scheduled messages (eta still in the future)
+        and fetched ones stay: as with Celery's purge, only what waits in
+        the queue goes. Atomic: a message is either fetched by a consumer
+        or purged, never both, and one published meanwhile is either purged
+        and listed or kept. Raises ``BrokerError`` if the broker cannot be
+        reached.
+        """
+
+
+class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices,
+             Purging):
     """A whole broker: the transport and every role. ``get_broker()`` returns one."""
 
     max_deaths: int = 3

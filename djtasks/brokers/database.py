@@ -234,6 +234,19 @@ class DatabaseBroker(Broker):
             return int(self._rows(QueuedMessage).filter(consumer="", due__gt=self.clock())
                        .count())
 
+    def purge(self, queue: str) -> list[str]:
+        now = self.clock()
+        with self._write():
+            # A locked row is being claimed right now: it is fetched, not
+            # purged (SQLite has one writer at a time: nothing is locked).
+            rows = list(self._rows(QueuedMessage).filter(queue=queue, consumer="")
+                        .filter(Q(due__isnull=True) | Q(due__lte=now))
+                        .select_for_update(skip_locked=True)
+                        .order_by("-priority", "id").values_list("pk", "task_id"))
+            if rows:
+                self._rows(QueuedMessage).filter(pk__in=[pk for pk, _ in rows]).delete()
+        return [task_id for _, task_id in rows]
+
     def ping(self) -> None:
         with self._errors(), connections[self.alias].cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -202,6 +202,11 @@ class MemoryBroker(Broker):
         with self._cond:
             return len(self._scheduled)
 
+    def purge(self, queue: str) -> list[str]:
+        with self._cond:
+            self._move_due(self.clock())
+            return [frame.id for p in PRIORITIES for frame in self._lists.pop((queue, p), ())]
+
     def next_eta(self) -> float | None:
         """The earliest eta of a scheduled message (a timestamp), None if none
         is scheduled: where ``djtasks.testing`` moves the clock to run it early."""

@@ -98,6 +98,7 @@ class RedisBroker(Broker):
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
         self._lead = client.register_script(_script("lead"))
+        self._purge = client.register_script(_script("purge"))
 
     # -- keys ----------------------------------------------------------------
 
@@ -189,6 +190,11 @@ class RedisBroker(Broker):
 
     def scheduled_count(self) -> int:
         return int(self._call(self.client.zcard, self.scheduled_key))
+
+    def purge(self, queue: str) -> list[str]:
+        keys = [self.scheduled_key, self.etas_key, *(self.list_key(queue, p) for p in PRIORITIES)]
+        ids = self._call(self._purge, keys=keys, args=[repr(self.clock())])
+        return [i.decode(errors="replace") for i in ids]
 
     def ping(self) -> None:
         self._call(self.client.ping)
