@@ -48,6 +48,7 @@ class Settings:
     MAX_MESSAGE_BYTES: int = 1024 * 1024
     DATABASE_POLL_INTERVAL: float = 0.1
     OUTBOX_GRACE: float = 30.0
+    METRICS_TOKEN: str | None = None
 
 
 def _is_bool(v: Any) -> bool:
@@ -118,6 +119,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         _is_positive_number,
         "a number of seconds > 0: how long a committed task's row may stay PENDING with "
         "its message unpublished before a worker publishes it",
+    ),
+    "METRICS_TOKEN": (
+        lambda v: v is None or (isinstance(v, str) and len(v) >= 16 and v.isprintable()),
+        "None, or a secret of 16 or more printable characters that a Prometheus scrape "
+        "sends as 'Authorization: Bearer <token>' to djtasks.metrics.view",
     ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
