@@ -116,7 +116,7 @@ def status(broker: Broker) -> Status:
     return Status(
         queues=known_queues(broker, live),
         scheduled=broker.scheduled_count(),
-        dead_letters=len(broker.dead_letters()),
+        dead_letters=broker.dead_letter_count(),
         workers=live,
         lost_workers=sorted(set(workers) - set(live)),
         results=result_counts(),

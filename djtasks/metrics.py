@@ -114,7 +114,7 @@ class SystemCollector(Collector):
             live = control.live_workers(broker)
             queues = control.known_queues(broker, live)
             scheduled = broker.scheduled_count()
-            dead = len(broker.dead_letters())
+            dead = broker.dead_letter_count()
         except (BrokerError, DatabaseError) as exc:
             logger.warning("metrics: the broker did not answer: %s", exc)
             up.add_metric([], 0)

@@ -234,6 +234,11 @@ class DeadLetters(ABC):
     def dead_letters(self) -> list[DeadLetter]:
         """The dead-letter store, newest first."""
 
+    def dead_letter_count(self) -> int:
+        """How many letters ``dead_letters()`` would return, without reading
+        their bodies (metrics read it at every scrape). Raises ``BrokerError``."""
+        return len(self.dead_letters())
+
     @abstractmethod
     def requeue_dead_letter(self, letter_id: str) -> bool:
         """Put a dead letter back on its queue; False if there is none by

@@ -354,6 +354,10 @@ class DatabaseBroker(Broker):
         with self._errors():
             return bool(self._rows(StoredDeadLetter).filter(letter_id=letter_id).delete()[0])
 
+    def dead_letter_count(self) -> int:
+        with self._errors():
+            return int(self._rows(StoredDeadLetter).count())
+
     # -- result notices ------------------------------------------------------
 
     @property

@@ -288,6 +288,10 @@ class MemoryBroker(Broker):
         with self._cond:
             return self._dead.pop(letter_id, None) is not None
 
+    def dead_letter_count(self) -> int:
+        with self._cond:
+            return len(self._dead)
+
     def notify_done(self, ids: Sequence[str]) -> None:
         with self._cond:
             for task_id in ids:

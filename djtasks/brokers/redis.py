@@ -276,6 +276,9 @@ class RedisBroker(Broker):
     def delete_dead_letter(self, letter_id: str) -> bool:
         return bool(self._call(self.client.hdel, self.dead_key, letter_id))
 
+    def dead_letter_count(self) -> int:
+        return int(self._call(self.client.hlen, self.dead_key))
+
     def dead_letters(self) -> list[DeadLetter]:
         out = []
         for key, value in self._call(self.client.hgetall, self.dead_key).items():
