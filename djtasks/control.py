@@ -18,6 +18,7 @@ from django.db.models import Count
 
 from . import states
 from .brokers import Broker, DeadLetter
+from .brokers.base import Held
 from .conf import get_settings
 from .exceptions import TaskRevokedError
 from .models import TaskResult
@@ -125,18 +126,25 @@ def status(broker: Broker) -> Status:
 
 @dataclass
 class TaskStory:
-    """What is known of one task id: its row (None if it has none) and the
-    broker's dead letters of it."""
+    """What is known of one task id: its row (None if it has none) and what
+    the broker holds of it."""
 
     task_id: str
     row: TaskResult | None
+    held: list[Held]  # its messages: scheduled, fetched, ready (Broker.locate)
+    revoked: bool
     dead_letters: list[DeadLetter]
     worker: dict[str, Any] | None  # heartbeat info of the worker its row names, if live
 
 
 def inspect_task(broker: Broker, task_id: str) -> TaskStory:
-    """The row of ``task_id`` and what the broker holds of it. Raises ``BrokerError``."""
+    """The row of ``task_id`` and what the broker holds of it: its messages
+    (ready ones looked for in the row's queue, or in every known queue when
+    it has no row), whether it is revoked, its dead letters, and the worker
+    its row names if that one is alive. Raises ``BrokerError``."""
     row = TaskResult.objects.filter(task_id=task_id).first()
+    queues = [row.queue] if row is not None else [q.name for q in known_queues(broker)]
+    held = broker.locate(task_id, queues)
     letters = [d for d in broker.dead_letters()
                if d.id == task_id or d.id.startswith(task_id + ":")]
     worker = None
@@ -145,7 +153,7 @@ def inspect_task(broker: Broker, task_id: str) -> TaskStory:
         live = live_workers(broker)
         worker = next((info for name, info in live.items()
                        if row.worker == name or row.worker.startswith(name + "/")), None)
-    return TaskStory(task_id, row, letters, worker)
+    return TaskStory(task_id, row, held, broker.is_revoked(task_id), letters, worker)
 
 
 def purge(broker: Broker, queue: str) -> PurgeResult:

@@ -117,6 +117,45 @@ def test_inspect_shows_what_the_broker_holds_a_dead_letter(any_broker, burst):
     assert "no.such.task" in out
 
 
+def test_inspect_shows_a_queued_message_waiting_in_its_queue(any_broker):
+    result = add.delay(1, 1)
+    out = djtasks("inspect", result.id)
+    assert "state: PENDING" in out
+    assert "broker: a message waiting in queue default" in out
+
+
+def test_inspect_shows_a_scheduled_message_and_its_eta(any_broker):
+    result = on_other_queue.apply_async(args=["x"], countdown=600)
+    out = djtasks("inspect", result.id)
+    assert "broker: a message scheduled on queue other for " in out
+    assert "waiting in queue" not in out
+
+
+def test_inspect_shows_which_consumer_fetched_a_message(any_broker):
+    result = add.delay(1, 1)
+    consumer = any_broker.consumer("djtasks@host.1/0.1", ["default"])
+    consumer.renew(30)
+    consumer.fetch(1, 0)
+    out = djtasks("inspect", result.id)
+    assert "broker: a message fetched from queue default by djtasks@host.1/0.1" in out
+
+
+def test_inspect_says_a_task_is_revoked(any_broker):
+    from djtasks import revoke
+
+    result = add.apply_async(args=[1, 1], countdown=600)
+    revoke(result.id)
+    out = djtasks("inspect", result.id)
+    assert "state: REVOKED" in out
+    assert "broker: revoked (its messages are dropped)" in out
+
+
+def test_inspect_of_a_finished_task_says_the_broker_holds_nothing(any_broker, burst):
+    result = add.delay(1, 1)
+    burst()
+    assert "broker: holds no message of it" in djtasks("inspect", result.id)
+
+
 def test_inspect_of_an_unknown_id_is_an_error_that_says_why(any_broker):
     with pytest.raises(CommandError, match="no task 'nope': no result row"):
         djtasks("inspect", "nope")

@@ -12,7 +12,8 @@ test suite every broker passes.
   that dies loses nothing: once its lease runs out, any worker's ``reap()``
   hands its messages back to their queues.
 - Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
-  ``WorkerRegistry``, ``ResultNotices``, ``Purging``. ``Broker`` is all of them.
+  ``WorkerRegistry``, ``ResultNotices``, ``Purging``, ``Inspection``.
+  ``Broker`` is all of them.
 
 Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
@@ -352,8 +353,44 @@ class Purging(ABC):
         """
 
 
+class Place(enum.Enum):
+    """Where the broker holds a message (``Inspection.locate``)."""
+
+    READY = "ready"  # waiting in its queue
+    SCHEDULED = "scheduled"  # waiting for its eta
+    FETCHED = "fetched"  # held by a consumer: not yet started, or acks_late and not yet acked
+
+
+@dataclass(slots=True)
+class Held:
+    """One message of a task that the broker holds, and where."""
+
+    place: Place
+    queue: str
+    eta: float | None = None  # SCHEDULED: when it comes due (timestamp)
+    consumer: str | None = None  # FETCHED: the consumer that holds it
+
+
+class Inspection(ABC):
+    """Looking one task up in the broker (``manage.py djtasks inspect``)."""
+
+    @abstractmethod
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        """Every message of ``task_id`` the broker holds: scheduled or
+        fetched by a consumer that holds a lease (``renew``; on any queue),
+        and ready in one of ``queues`` (found by
+        reading those queues: on Redis, up to ``SCAN_LIMIT`` messages per
+        queue and priority). Scheduled first, then fetched, then ready. A
+        look, not a snapshot: a message that moves meanwhile may be missed
+        or seen twice. Raises ``BrokerError``."""
+
+    @abstractmethod
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether ``task_id`` is revoked: its messages are dropped, never run."""
+
+
 class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices,
-             Purging):
+             Purging, Inspection):
     """A whole broker: the transport and every role. ``get_broker()`` returns one."""
 
     max_deaths: int = 3

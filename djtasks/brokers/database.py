@@ -29,7 +29,18 @@ from django.db.models import Count, Exists, OuterRef, Q
 from ..exceptions import BrokerError
 from ..message import Message
 from . import envelope_priority
-from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
+from .base import (
+    Broker,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    DoneListener,
+    Fate,
+    Held,
+    Place,
+    Reaped,
+    Started,
+)
 from .tables import (
     BrokerConsumer,
     Duty,
@@ -253,6 +264,24 @@ class DatabaseBroker(Broker):
 
     def close(self) -> None:
         """Nothing of its own to close: it uses Django's connections."""
+
+    # -- inspection ----------------------------------------------------------
+
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        now = self.clock()
+        with self._errors():
+            rows = list(self._rows(QueuedMessage).filter(task_id=task_id).order_by("id")
+                        .values_list("queue", "due", "consumer"))
+        scheduled = [Held(Place.SCHEDULED, q, eta=due) for q, due, c in rows
+                     if not c and due is not None and due > now]
+        fetched = [Held(Place.FETCHED, q, consumer=c) for q, _, c in rows if c]
+        ready = [Held(Place.READY, q) for q, due, c in rows
+                 if not c and (due is None or due <= now) and q in queues]
+        return scheduled + fetched + ready
+
+    def is_revoked(self, task_id: str) -> bool:
+        with self._errors():
+            return bool(self._rows(Revocation).filter(task_id=task_id).exists())
 
     # -- revocations ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from djtasks import control
 from djtasks.brokers import get_broker
+from djtasks.brokers.base import Place
 from djtasks.conf import QUEUE_NAME_RE
 from djtasks.exceptions import BrokerError
 
@@ -176,40 +177,55 @@ class Command(BaseCommand):
     def do_inspect(self, task_id: str, **options: Any) -> None:
         story = control.inspect_task(get_broker(), task_id)
         row = story.row
-        if row is None and not story.dead_letters:
+        if row is None and not (story.held or story.dead_letters or story.revoked):
             raise CommandError(f"no task {task_id!r}: no result row (it is unknown, its "
-                               f"result expired, or it has ignore_result) and no dead letter")
+                               f"result expired, or it has ignore_result) and the broker "
+                               f"holds nothing of it")
         if row is not None:
-            fields = [
-                ("task", row.task_name), ("state", row.status), ("queue", row.queue),
-                ("priority", row.priority), ("args", row.args), ("kwargs", row.kwargs),
-                ("retries", row.retries), ("worker", row.worker or "-"),
-                ("created", row.created), ("eta", row.eta), ("expires", row.expires),
-                ("started", row.started), ("finished", row.finished),
-                ("runtime", f"{row.runtime.total_seconds():.3f}s" if row.runtime else None),
-                ("parent_id", row.parent_id), ("root_id", row.root_id),
-                ("group_id", row.group_id), ("options", row.options or None),
-            ]
-            if row.status == "SUCCESS":
-                fields.append(("result", row.result))
-            if row.exception_type:
-                fields.append(("exception", f"{row.exception_type}: {row.exception_message}"))
-            self.stdout.write(f"id: {task_id}")
-            for label, value in fields:
-                if value not in (None, ""):
-                    self.stdout.write(f"{label}: {value}")
-            if row.traceback:
-                self.stdout.write("traceback:\n" + row.traceback.rstrip())
+            self._print_row(row)
         else:
             self.stdout.write(f"id: {task_id} (no result row)")
-        if story.worker is not None:
-            self.stdout.write(f"broker: its worker {story.worker['hostname']} is alive")
+        for h in story.held:
+            if h.place is Place.SCHEDULED:
+                assert h.eta is not None
+                where = f"scheduled on queue {h.queue} for {_when(h.eta)} UTC"
+            elif h.place is Place.FETCHED:
+                where = f"fetched from queue {h.queue} by {h.consumer}"
+            else:
+                where = f"waiting in queue {h.queue}"
+            self.stdout.write(f"broker: a message {where}")
+        if story.revoked:
+            self.stdout.write(self.style.WARNING("broker: revoked (its messages are dropped)"))
         for d in story.dead_letters:
             self.stdout.write(self.style.WARNING(
                 f"broker: dead letter {d.id} in queue {d.queue} since {_when(d.time)}: "
                 f"{d.reason}"))
-        if story.worker is None and not story.dead_letters:
-            self.stdout.write("broker: no dead letter of it, and no live worker runs it")
+        if story.worker is not None:
+            self.stdout.write(f"broker: its worker {story.worker['hostname']} is alive")
+        if not (story.held or story.revoked or story.dead_letters):
+            self.stdout.write("broker: holds no message of it")
+
+    def _print_row(self, row: Any) -> None:
+        fields = [
+            ("task", row.task_name), ("state", row.status), ("queue", row.queue),
+            ("priority", row.priority), ("args", row.args), ("kwargs", row.kwargs),
+            ("retries", row.retries), ("worker", row.worker or "-"),
+            ("created", row.created), ("eta", row.eta), ("expires", row.expires),
+            ("started", row.started), ("finished", row.finished),
+            ("runtime", f"{row.runtime.total_seconds():.3f}s" if row.runtime else None),
+            ("parent_id", row.parent_id), ("root_id", row.root_id),
+            ("group_id", row.group_id), ("options", row.options or None),
+        ]
+        if row.status == "SUCCESS":
+            fields.append(("result", row.result))
+        if row.exception_type:
+            fields.append(("exception", f"{row.exception_type}: {row.exception_message}"))
+        self.stdout.write(f"id: {row.task_id}")
+        for label, value in fields:
+            if value not in (None, ""):
+                self.stdout.write(f"{label}: {value}")
+        if row.traceback:
+            self.stdout.write("traceback:\n" + row.traceback.rstrip())
 
     def do_purge(self, queue: str, yes: bool = False, **options: Any) -> None:
         broker = get_broker()
