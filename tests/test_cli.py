@@ -198,6 +198,18 @@ def test_purge_asks_first_and_yes_purges(any_broker, monkeypatch):
     assert any_broker.queue_depths(["default"]) == {"default": 0}
 
 
+def test_purge_with_no_input_to_answer_from_refuses_and_names_yes(any_broker, monkeypatch):
+    add.delay(1, 1)
+
+    def no_terminal(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("builtins.input", no_terminal)
+    with pytest.raises(CommandError, match="pass --yes"):
+        djtasks("purge", "default")
+    assert any_broker.queue_depths(["default"]) == {"default": 1}
+
+
 def test_purge_leaves_scheduled_tasks_to_run_when_due(any_broker):
     later = add.apply_async(args=[1, 1], countdown=600)
     assert "purged 0 message(s)" in djtasks("purge", "default", "--yes")

@@ -231,8 +231,12 @@ class Command(BaseCommand):
         broker = get_broker()
         if not yes:
             depth = broker.queue_depths([queue])[queue]
-            answer = input(f"Delete the {depth} message(s) waiting in queue {queue!r} and "
-                           f"revoke their tasks? This cannot be undone. [y/N] ")
+            try:
+                answer = input(f"Delete the {depth} message(s) waiting in queue {queue!r} "
+                               f"and revoke their tasks? This cannot be undone. [y/N] ")
+            except EOFError:  # no terminal (cron, CI): nobody can say yes
+                raise CommandError("purge needs an answer and there is no input: pass --yes "
+                                   "to purge without asking") from None
             if answer.strip().lower() not in ("y", "yes"):
                 self.stdout.write("purge cancelled: nothing deleted")
                 return
