@@ -15,8 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import djtasks.metrics
 from djtasks import AsyncResult
+from djtasks.exceptions import TimeLimitExceeded
 from djtasks.message import Message
-from tests.app.tasks import add, fail, record
+from tests.app.tasks import add, fail, record, record_and_sleep
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.urls("tests.test_metrics")]
@@ -80,7 +81,19 @@ def test_a_worker_without_metrics_port_counts_nothing(staff_client, burst):
         before, "djtasks_worker_tasks_total", **labels)
 
 
-def test_the_view_reads_queue_depths_waiting_tasks_and_dead_letters(staff_client, broker, burst):
+@pytest.fixture(params=["redis", "db"])
+def any_broker(request, settings, broker):  # type: ignore[no-untyped-def]
+    """The test broker (Redis), then the database broker."""
+    if request.param == "db":
+        settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": "db://default"}
+    from djtasks.brokers import get_broker
+
+    return get_broker()
+
+
+def test_the_view_reads_queue_depths_waiting_tasks_and_dead_letters(staff_client, any_broker,
+                                                                    burst):
+    broker = any_broker
     m = Message(id="stray", task="no.such.task", args=[], kwargs={}, queue="default")
     broker.publish([(m, m.encode())])
     burst()  # dead-letters it
@@ -173,6 +186,21 @@ def test_metrics_port_serves_the_runs_of_every_prefork_child(worker_process, cou
     assert value(samples, "djtasks_workers") >= 1
     assert value(samples, "djtasks_broker_up") == 1
     assert AsyncResult(results[0].id).status == "SUCCESS"
+
+
+@pytest.mark.subprocess
+def test_metrics_port_counts_a_task_the_supervisor_killed_for_its_time_limit(worker_process,
+                                                                            counter):
+    worker = worker_process("--pool", "prefork", "-c", "1", "--time-limit", "0.5",
+                            "--metrics-port", "127.0.0.1:0")
+    url = metrics_url(worker)
+    result = record_and_sleep.delay(counter("slow"), 30)
+    with pytest.raises(TimeLimitExceeded):
+        result.get(timeout=30)
+    labels = {"task": "tests.app.tasks.record_and_sleep", "queue": "default"}
+    wait_until(lambda: value(http_scrape(url), "djtasks_worker_tasks_total", **labels,
+                             state="FAILURE") == 1, what="the killed run counted")
+    assert value(http_scrape(url), "djtasks_task_runtime_seconds_count", **labels) == 0
 
 
 @pytest.mark.subprocess

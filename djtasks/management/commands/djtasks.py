@@ -137,7 +137,7 @@ class Command(BaseCommand):
             return
         now = time.time()
         for name, info in sorted(workers.items()):
-            alive = now - info["last_seen"] <= info.get("lease", 30)
+            alive = control.is_alive(info, now)
             state = self.style.SUCCESS("alive") if alive else self.style.ERROR("lost")
             self.stdout.write(
                 f"{name}  {state}  pid {info['pid']}  pool {info['pool']}  "
