@@ -50,6 +50,7 @@ class Settings:
     OUTBOX_GRACE: float = 30.0
     BEAT_SCHEDULE: Mapping[str, Any] = field(default_factory=dict)
     BEAT_SYNC_INTERVAL: float = 5.0
+    METRICS_TOKEN: str | None = None
 
 
 def _is_bool(v: Any) -> bool:
@@ -120,6 +121,11 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         _is_positive_number,
         "a number of seconds > 0: how long a committed task's row may stay PENDING with "
         "its message unpublished before a worker publishes it",
+    ),
+    "METRICS_TOKEN": (
+        lambda v: v is None or (isinstance(v, str) and len(v) >= 16 and v.isprintable()),
+        "None, or a secret of 16 or more printable characters that a Prometheus scrape "
+        "sends as 'Authorization: Bearer <token>' to djtasks.metrics.view",
     ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,

@@ -12,7 +12,8 @@ test suite every broker passes.
   that dies loses nothing: once its lease runs out, any worker's ``reap()``
   hands its messages back to their queues.
 - Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
-  ``WorkerRegistry``, ``ResultNotices``. ``Broker`` is all of them.
+  ``WorkerRegistry``, ``ResultNotices``, ``Purging``, ``Inspection``.
+  ``Broker`` is all of them.
 
 Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
@@ -234,6 +235,11 @@ class DeadLetters(ABC):
     def dead_letters(self) -> list[DeadLetter]:
         """The dead-letter store, newest first."""
 
+    def dead_letter_count(self) -> int:
+        """How many letters ``dead_letters()`` would return, without reading
+        their bodies (metrics read it at every scrape). Raises ``BrokerError``."""
+        return len(self.dead_letters())
+
     @abstractmethod
     def requeue_dead_letter(self, letter_id: str) -> bool:
         """Put a dead letter back on its queue; False if there is none by
@@ -330,7 +336,61 @@ class ResultNotices(ABC):
         """
 
 
-class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices):
+class Purging(ABC):
+    """Emptying a queue (``manage.py djtasks purge``; Celery's ``purge``)."""
+
+    @abstractmethod
+    def purge(self, queue: str) -> list[str]:
+        """Delete every ready message of ``queue`` (waiting to be fetched, due
+        if it had an eta) at once, and return their task ids in the order a
+        consumer would have fetched them (an id twice if it had two messages). An empty or
+        unknown queue gives []. Scheduled messages (eta still in the future)
+        and fetched ones stay: as with Celery's purge, only what waits in
+        the queue goes. Atomic: a message is either fetched by a consumer
+        or purged, never both, and one published meanwhile is either purged
+        and listed or kept. Raises ``BrokerError`` if the broker cannot be
+        reached.
+        """
+
+
+class Place(enum.Enum):
+    """Where the broker holds a message (``Inspection.locate``)."""
+
+    READY = "ready"  # waiting in its queue
+    SCHEDULED = "scheduled"  # waiting for its eta
+    FETCHED = "fetched"  # held by a consumer: not yet started, or acks_late and not yet acked
+
+
+@dataclass(slots=True)
+class Held:
+    """One message of a task that the broker holds, and where."""
+
+    place: Place
+    queue: str
+    eta: float | None = None  # SCHEDULED: when it comes due (timestamp)
+    consumer: str | None = None  # FETCHED: the consumer that holds it
+
+
+class Inspection(ABC):
+    """Looking one task up in the broker (``manage.py djtasks inspect``)."""
+
+    @abstractmethod
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        """Every message of ``task_id`` the broker holds: scheduled or
+        fetched by a consumer that holds a lease (``renew``; on any queue),
+        and ready in one of ``queues`` (found by
+        reading those queues: on Redis, up to ``SCAN_LIMIT`` messages per
+        queue and priority). Scheduled first, then fetched, then ready. A
+        look, not a snapshot: a message that moves meanwhile may be missed
+        or seen twice. Raises ``BrokerError``."""
+
+    @abstractmethod
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether ``task_id`` is revoked: its messages are dropped, never run."""
+
+
+class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices,
+             Purging, Inspection):
     """A whole broker: the transport and every role. ``get_broker()`` returns one."""
 
     max_deaths: int = 3

@@ -29,7 +29,18 @@ from django.db.models import Count, Exists, OuterRef, Q
 from ..exceptions import BrokerError
 from ..message import Message
 from . import envelope_priority
-from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
+from .base import (
+    Broker,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    DoneListener,
+    Fate,
+    Held,
+    Place,
+    Reaped,
+    Started,
+)
 from .tables import (
     BrokerConsumer,
     Duty,
@@ -248,12 +259,43 @@ class DatabaseBroker(Broker):
             return int(self._rows(QueuedMessage).filter(consumer="", due__gt=self.clock())
                        .count())
 
+    def purge(self, queue: str) -> list[str]:
+        now = self.clock()
+        with self._write():
+            # A locked row is being claimed right now: it is fetched, not
+            # purged (SQLite has one writer at a time: nothing is locked).
+            rows = list(self._rows(QueuedMessage).filter(queue=queue, consumer="")
+                        .filter(Q(due__isnull=True) | Q(due__lte=now))
+                        .select_for_update(skip_locked=True)
+                        .order_by("-priority", "id").values_list("pk", "task_id"))
+            if rows:
+                self._rows(QueuedMessage).filter(pk__in=[pk for pk, _ in rows]).delete()
+        return [task_id for _, task_id in rows]
+
     def ping(self) -> None:
         with self._errors(), connections[self.alias].cursor() as cursor:
             cursor.execute("SELECT 1")
 
     def close(self) -> None:
         """Nothing of its own to close: it uses Django's connections."""
+
+    # -- inspection ----------------------------------------------------------
+
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        now = self.clock()
+        with self._errors():
+            rows = list(self._rows(QueuedMessage).filter(task_id=task_id).order_by("id")
+                        .values_list("queue", "due", "consumer"))
+        scheduled = [Held(Place.SCHEDULED, q, eta=due) for q, due, c in rows
+                     if not c and due is not None and due > now]
+        fetched = [Held(Place.FETCHED, q, consumer=c) for q, _, c in rows if c]
+        ready = [Held(Place.READY, q) for q, due, c in rows
+                 if not c and (due is None or due <= now) and q in queues]
+        return scheduled + fetched + ready
+
+    def is_revoked(self, task_id: str) -> bool:
+        with self._errors():
+            return bool(self._rows(Revocation).filter(task_id=task_id).exists())
 
     # -- revocations ---------------------------------------------------------
 
@@ -354,6 +396,10 @@ class DatabaseBroker(Broker):
     def delete_dead_letter(self, letter_id: str) -> bool:
         with self._errors():
             return bool(self._rows(StoredDeadLetter).filter(letter_id=letter_id).delete()[0])
+
+    def dead_letter_count(self) -> int:
+        with self._errors():
+            return int(self._rows(StoredDeadLetter).count())
 
     # -- result notices ------------------------------------------------------
 

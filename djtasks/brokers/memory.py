@@ -20,7 +20,18 @@ from typing import Any
 
 from ..message import Message
 from . import envelope_priority
-from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
+from .base import (
+    Broker,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    DoneListener,
+    Fate,
+    Held,
+    Place,
+    Reaped,
+    Started,
+)
 
 PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
 REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
@@ -202,6 +213,11 @@ class MemoryBroker(Broker):
         with self._cond:
             return len(self._scheduled)
 
+    def purge(self, queue: str) -> list[str]:
+        with self._cond:
+            self._move_due(self.clock())
+            return [frame.id for p in PRIORITIES for frame in self._lists.pop((queue, p), ())]
+
     def next_eta(self) -> float | None:
         """The earliest eta of a scheduled message (a timestamp), None if none
         is scheduled: where ``djtasks.testing`` moves the clock to run it early."""
@@ -213,6 +229,23 @@ class MemoryBroker(Broker):
 
     def close(self) -> None:
         pass  # the state is the broker: keep it for the next user in this process
+
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        with self._cond:
+            self._move_due(self.clock())  # as a fetch would: a due message is ready
+            out = [Held(Place.SCHEDULED, f.queue, eta=eta)
+                   for eta, _, f in sorted(self._scheduled, key=lambda e: e[:2])
+                   if f.id == task_id]
+            out += [Held(Place.FETCHED, f.queue, consumer=name)
+                    for name, held in self._inflight.items()
+                    if (f := held.get(task_id)) is not None]
+            out += [Held(Place.READY, q) for q in queues for p in PRIORITIES
+                    for f in self._lists.get((q, p), ()) if f.id == task_id]
+            return out
+
+    def is_revoked(self, task_id: str) -> bool:
+        with self._cond:
+            return task_id in self._revoked
 
     def revoke(self, task_ids: Sequence[str], *, terminate: bool = False) -> list[str]:
         with self._cond:
@@ -282,6 +315,10 @@ class MemoryBroker(Broker):
     def delete_dead_letter(self, letter_id: str) -> bool:
         with self._cond:
             return self._dead.pop(letter_id, None) is not None
+
+    def dead_letter_count(self) -> int:
+        with self._cond:
+            return len(self._dead)
 
     def notify_done(self, ids: Sequence[str]) -> None:
         with self._cond:

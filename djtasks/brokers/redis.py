@@ -43,12 +43,25 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..exceptions import BrokerError, BrokerUnavailable
 from ..message import Message
 from . import envelope_priority, redact_url
-from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
+from .base import (
+    Broker,
+    Consumer,
+    DeadLetter,
+    Delivery,
+    DoneListener,
+    Fate,
+    Held,
+    Place,
+    Reaped,
+    Started,
+)
 
 _LUA = Path(__file__).with_name("lua")
 PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
 MAX_BLOCK = 1.0  # seconds an idle fetch() blocks at most, so stop flags are seen
 REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
+SCAN_LIMIT = 100_000  # frames per list that locate() reads, at most
+SCAN_CHUNK = 1000  # frames per LRANGE
 
 
 def _script(name: str) -> str:
@@ -98,6 +111,7 @@ class RedisBroker(Broker):
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
         self._lead = client.register_script(_script("lead"))
+        self._purge = client.register_script(_script("purge"))
 
     # -- keys ----------------------------------------------------------------
 
@@ -190,11 +204,58 @@ class RedisBroker(Broker):
     def scheduled_count(self) -> int:
         return int(self._call(self.client.zcard, self.scheduled_key))
 
+    def purge(self, queue: str) -> list[str]:
+        keys = [self.scheduled_key, self.etas_key, *(self.list_key(queue, p) for p in PRIORITIES)]
+        ids = self._call(self._purge, keys=keys, args=[repr(self.clock())])
+        return [i.decode(errors="replace") for i in ids]
+
     def ping(self) -> None:
         self._call(self.client.ping)
 
     def close(self) -> None:
         self.client.close()
+
+    # -- inspection ----------------------------------------------------------
+
+    def _queue_of(self, frame: bytes) -> str:
+        list_key = frame.split(b"\n", 2)[1].decode(errors="replace")
+        return list_key[len(self.prefix) + 2:-2]  # <prefix>q:<queue>:<priority>
+
+    def locate(self, task_id: str, queues: Sequence[str]) -> list[Held]:
+        head = task_id.encode() + b"\n"
+        out: list[Held] = []
+        due: list[Held] = []  # still in the scheduled zset, but ready: a fetch moves it
+        eta = self._call(self.client.hget, self.etas_key, task_id)
+        if eta is not None:
+            for frame in self._call(self.client.zrangebyscore, self.scheduled_key, eta, eta):
+                queue = self._queue_of(frame)
+                if not frame.startswith(head):
+                    continue
+                if float(eta) > self.clock():
+                    out.append(Held(Place.SCHEDULED, queue, eta=float(eta)))
+                elif queue in queues:
+                    due.append(Held(Place.READY, queue))
+        consumers = [c.decode() for c in self._call(self.client.zrange, self.consumers_key, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for c in consumers:
+            pipe.hget(self.inflight_key(c), task_id)
+        for c, frame in zip(consumers, self._call(pipe.execute) if consumers else [], strict=True):
+            if frame is not None:
+                out.append(Held(Place.FETCHED, self._queue_of(frame), consumer=c))
+        out += due
+        # Read, not searched in Redis: a Lua loop over a long list would block it.
+        for queue in queues:
+            for priority in PRIORITIES:
+                key = self.list_key(queue, priority)
+                for start in range(0, SCAN_LIMIT, SCAN_CHUNK):
+                    frames = self._call(self.client.lrange, key, start, start + SCAN_CHUNK - 1)
+                    out += [Held(Place.READY, queue) for f in frames if f.startswith(head)]
+                    if len(frames) < SCAN_CHUNK:
+                        break
+        return out
+
+    def is_revoked(self, task_id: str) -> bool:
+        return self._call(self.client.zscore, self.revoked_key, task_id) is not None
 
     # -- revocations ---------------------------------------------------------
 
@@ -269,6 +330,9 @@ class RedisBroker(Broker):
 
     def delete_dead_letter(self, letter_id: str) -> bool:
         return bool(self._call(self.client.hdel, self.dead_key, letter_id))
+
+    def dead_letter_count(self) -> int:
+        return int(self._call(self.client.hlen, self.dead_key))
 
     def dead_letters(self) -> list[DeadLetter]:
         out = []

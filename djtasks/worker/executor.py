@@ -33,6 +33,7 @@ from ..message import Message
 from ..models import TaskResult
 from ..registry import registry
 from ..task import Task
+from .report import Reporter
 from .results import InlineResultWriter, ResultWriter
 from .slots import SlotState
 
@@ -76,13 +77,13 @@ class Executor:
     time-limit deadline and progress. ``inline`` runs in the caller's thread
     and transaction (``djtasks.testing``): its database connections are never
     closed and each row is written at once, on them, instead of by a writer
-    thread.
+    thread. ``reporter`` hears of each run that ended (the worker's metrics).
     """
 
     def __init__(
         self, broker: Broker, *, consumer: str, hostname: str, queues: list[str],
         prefetch: int, burst: bool = False, limits: Limits | None = None,
-        slot: SlotState | None = None, inline: bool = False,
+        slot: SlotState | None = None, inline: bool = False, reporter: Reporter | None = None,
     ) -> None:
         self.broker = broker
         self.consumer: Consumer = broker.consumer(consumer, queues)
@@ -94,6 +95,7 @@ class Executor:
         self.limits = limits or Limits()
         self.slot = slot or SlotState()
         self.inline = inline
+        self.reporter = reporter or Reporter()
         self.stopping = False
         self.recycle = False  # stopped to be replaced (max tasks/memory)
         self.results: ResultWriter | None = None
@@ -237,6 +239,7 @@ class Executor:
         except Exception as exc:
             # It ran (or started): never dead-letter it now, say how it ended.
             logger.exception("task %s[%s] could not be settled", message.task, message.id)
+            self.reporter.finished(message.task, message.queue, states.FAILURE, None)
             now = time.time()
             if store:
                 self.results.add(TaskResult.from_message(
@@ -298,6 +301,7 @@ class Executor:
         """
         assert self.results is not None
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
+        self.reporter.finished(message.task, message.queue, states.REVOKED, None)
         late_ack = None if acked else message.id
         if not task.ignore_result:
             self.results.add(TaskResult.from_message(
@@ -316,6 +320,7 @@ class Executor:
         # that cannot travel makes this run a FAILURE instead of a RETRY.
         attempt = enqueue.retry(task, message, outcome) if outcome.retry is not None else None
         runtime = outcome.finished - outcome.started
+        self.reporter.finished(message.task, message.queue, outcome.status, runtime)
         if outcome.status == states.SUCCESS:
             # Celery's wording, so a Celery user's log greps keep working.
             logger.info("task %s[%s] succeeded in %.3fs: %s", message.task, message.id,

@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from django.db import close_old_connections
 
@@ -32,6 +33,10 @@ from ..models import TaskResult
 from ..utils import install_task_record_factory
 from .executor import Limits
 from .pools import POOLS, Kill, Pool
+from .report import Reporter
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 logger = logging.getLogger("djtasks.worker")
 
@@ -51,6 +56,7 @@ class WorkerOptions:
     limits: Limits = field(default_factory=Limits)
     shutdown_timeout: float | None = 60.0  # seconds of warm shutdown before a cold one
     beat: bool = False  # run a beat runner in a thread of the supervisor (--beat)
+    metrics: tuple[str, int] | None = None  # (address, port) to serve metrics on
 
 
 def _mark(task_id: str, consumer: str, status: str, exc: BaseException) -> int:
@@ -102,6 +108,14 @@ class Supervisor:
         self.started = time.time()
         self._stop_deadline: float | None = None
         self.restart = False
+        self.metrics_on = options.metrics is not None
+        self._metrics_server: WSGIServer | None = None
+        # Hears of every run that ended, from every executor (worker/report.py).
+        self.reporter: Reporter = Reporter()
+        if self.metrics_on:
+            from ..metrics import Recorder
+
+            self.reporter = Recorder()
         self.pool: Pool = POOLS[options.pool](self)
 
     @property
@@ -222,16 +236,31 @@ class Supervisor:
             status = states.FAILURE
         else:
             exc, status = TaskRevokedError("terminated"), states.REVOKED
-        if _mark(task_id, consumer, status, exc):
+        changed = _mark(task_id, consumer, status, exc)
+        if changed:
             self.broker.notify_done([task_id])
         logger.error("task %s: %s", task_id, exc)
+        row = TaskResult.objects.filter(task_id=task_id).values_list("task_name", "queue").first()
+        name = row[0] if row else None
+        if changed and row:  # its executor died before it could report the run
+            self.reporter.finished(row[0], row[1], status, None)
         if kill is Kill.TERMINATE:
-            name = TaskResult.objects.filter(task_id=task_id).values_list(
-                "task_name", flat=True).first()
             signals.task_revoked.send(sender=name, request=None, task_id=task_id,
                                       terminated=True, signum=signal.SIGKILL, expired=False)
 
     # -- running -------------------------------------------------------------
+
+    def serve_metrics(self) -> None:
+        """Serve metrics on ``options.metrics`` until ``run()`` ends (a no-op
+        without it). Raises ``OSError`` if the port cannot be bound."""
+        if self.options.metrics is None or self._metrics_server is not None:
+            return
+        from ..metrics import serve
+
+        address, port = self.options.metrics
+        self._metrics_server = serve(self, address, port)
+        logger.info("metrics on http://%s:%d/metrics", address,
+                    self._metrics_server.server_port)
 
     def run(self) -> int:
         install_task_record_factory()
@@ -240,6 +269,7 @@ class Supervisor:
         if in_main:
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
+        self.serve_metrics()
         signals.worker_ready.send(sender=self.options.hostname, hostname=self.options.hostname)
         beat = None
         if self.options.beat:
@@ -251,6 +281,10 @@ class Supervisor:
         finally:
             if beat is not None:
                 beat.stop()
+            if self._metrics_server is not None:
+                self._metrics_server.shutdown()
+                self._metrics_server.server_close()
+                self._metrics_server = None
             if in_main:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)

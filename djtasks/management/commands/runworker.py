@@ -10,6 +10,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
@@ -65,6 +66,20 @@ def queue_list(text: str) -> list[str]:
     return list(dict.fromkeys(queues))
 
 
+def metrics_address(text: str) -> tuple[str, int]:
+    """``PORT`` or ``ADDRESS:PORT`` (``[::1]:9100`` for IPv6); port 0 picks a free one."""
+    address, _, port = text.rpartition(":")
+    address = address.strip("[]") or "0.0.0.0"
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port or ADDRESS:PORT, e.g. 9100 or 127.0.0.1:9100") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is 0 to 65535")
+    return address, number
+
+
 class Command(BaseCommand):
     help = "Run a djtasks worker: consume queues and run tasks (Celery's `celery worker`)."
     # Django's checks run in handle(), with their output, before the worker starts.
@@ -114,6 +129,10 @@ class Command(BaseCommand):
         parser.add_argument("--lint", action="store_true",
                             help="lint the project's .delay()/.apply_async() calls for "
                                  "objects passed where ids belong, print, and exit")
+        parser.add_argument(
+            "--metrics-port", type=metrics_address, default=None, metavar="[ADDRESS:]PORT",
+            help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (address default "
+                 "0.0.0.0; needs pip install 'djtasks[metrics]'; docs/monitoring.md)")
         parser.add_argument("-n", "--hostname", default=None,
                             help="worker name (default: djtasks@<host>.<pid>)")
         parser.add_argument("-l", "--loglevel", type=str.upper, choices=LOGLEVELS,
@@ -155,6 +174,11 @@ class Command(BaseCommand):
         # Django 6.1 would otherwise connect to every alias in DATABASES.
         self.check(display_num_errors=False, databases=self._databases(s.BROKER_URL))
         queues = options["queues"] or [s.DEFAULT_QUEUE]
+        if options["metrics_port"] is not None:
+            try:
+                import djtasks.metrics  # noqa: F401 - needs prometheus_client
+            except ImproperlyConfigured as exc:
+                raise CommandError(f"--metrics-port: {exc}") from None
         pool = POOLS[options["pool"]]
         recycles = pool.recycles_executors
         if not recycles and (options["max_tasks_per_child"] or options["max_memory_per_child"]):
@@ -175,6 +199,7 @@ class Command(BaseCommand):
             ),
             shutdown_timeout=options["shutdown_timeout"],
             beat=options["beat"],
+            metrics=options["metrics_port"],
         )
         broker = get_broker()
         try:
@@ -190,6 +215,10 @@ class Command(BaseCommand):
         supervisor = Supervisor(worker)
         if options["reload"]:
             self._watch_code(supervisor)
+        try:
+            supervisor.serve_metrics()
+        except OSError as exc:  # the port is taken, or the address is not this host's
+            raise CommandError(f"--metrics-port: cannot serve metrics: {exc}") from None
         code = supervisor.run()
         self.stdout.write(f"worker {worker.hostname} stopped")
         if supervisor.restart:

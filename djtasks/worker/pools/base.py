@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 from ...brokers import Broker, get_broker
 from ...exceptions import BrokerError
 from ..executor import ColdShutdown, Executor
+from ..report import Reporter
 from ..slots import SlotState
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Pool(ABC):
         self.size = self.fixed_concurrency or self.options.concurrency
         self.crashed = False  # an executor crashed in a --burst run: exit status 1
         self._generation = 0
+        # Where executors report each run that ended: the supervisor's own
+        # (metrics), or a pipe to it from a prefork child.
+        self.reporter: Reporter = supervisor.reporter
 
     @property
     def broker(self) -> Broker:
@@ -99,6 +103,7 @@ class Pool(ABC):
         return Executor(
             get_broker(), consumer=consumer, hostname=o.hostname, queues=o.queues,
             prefetch=o.prefetch_multiplier, burst=o.burst, limits=o.limits, slot=slot,
+            reporter=self.reporter,
         )
 
 

@@ -24,6 +24,7 @@ from django.db import connections
 from ...brokers import reset_broker
 from ...exceptions import BrokerError
 from ..executor import RECYCLE
+from ..report import PipeReader
 from ..slots import SharedSlots, SlotView
 from .base import TICK, Kill, Pool, Stats
 
@@ -55,10 +56,21 @@ class PreforkPool(Pool):
         self._failures: dict[int, int] = {}  # slot -> quick exits in a row
         self._spawn_at: dict[int, float] = {}  # slot -> when to respawn
         self._spawned: dict[int, float] = {}  # slot -> when last spawned (monotonic)
+        self._pipe: PipeReader | None = None
 
     # -- the Pool interface ------------------------------------------------------
 
     def run(self) -> None:
+        sup = self.supervisor
+        # With metrics on, children report their runs through a pipe.
+        self._pipe = PipeReader(sup.reporter) if sup.metrics_on else None
+        try:
+            self._run()
+        finally:
+            if self._pipe is not None:
+                self._pipe.close()
+
+    def _run(self) -> None:
         sup = self.supervisor
         sup.heartbeat()
         for slot in range(self.size):
@@ -131,6 +143,8 @@ class PreforkPool(Pool):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             _die_with_parent()
             reset_broker()
+            if self._pipe is not None:
+                self.reporter = self._pipe.child_reporter()
             executor = self._make_executor(consumer, self.slots.slot(slot))
             signal.signal(signal.SIGTERM, lambda *_: executor.stop())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
