@@ -78,13 +78,15 @@ def publish(outgoing: Sequence[Outgoing]) -> None:
 def _before_publish(out: Outgoing) -> None:
     signals.before_task_publish.send(
         sender=out.message.task, body=out.envelope, exchange="", routing_key=out.message.queue,
-        headers={}, properties={}, declare=[], retry_policy=None,
+        headers=out.message.options.get("headers") or {}, properties={}, declare=[],
+        retry_policy=None,
     )
 
 
 def _after_publish(out: Outgoing) -> None:
     signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
-                                    routing_key=out.message.queue)
+                                    routing_key=out.message.queue,
+                                    headers=out.message.options.get("headers") or {})
 
 
 def _waits_for_commit(on_commit: bool, using: str) -> bool:
@@ -129,13 +131,13 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
         # broker): the PENDING row and the message are written together, and
         # a rollback leaves neither. ``after_task_publish`` waits for the commit.
         with transaction.atomic(using=using):
-            if not task.ignore_result:
+            if not task.result_ignored(message):
                 TaskResult.objects.using(using).enqueued(message)
             _before_publish(out)
             broker.publish([(message, out.body)])
             transaction.on_commit(partial(_after_publish, out), using=using)
         return AsyncResult(message.id, task_name=message.task)
-    if not task.ignore_result:
+    if not task.result_ignored(message):
         TaskResult.objects.using(using).enqueued(message)
     if waits:
         transaction.on_commit(partial(_publish_after_commit, out), using=using)

@@ -281,3 +281,6 @@ def log_record_process_name() -> str:
     import logging
 
     return logging.makeLogRecord({}).processName or ""
+
+
+from . import celery_tasks  # noqa: E402,F401 - Celery-style tasks, registered with these
