@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .. import enqueue, states
@@ -65,11 +66,14 @@ class IgnoredRuns:
         self._reported = None
         if isinstance(exc, Reject) and exc.requeue:
             logger.info("task %s[%s] rejected and requeued: %s", message.task, message.id, exc)
-            if late_ack is not None:
-                self._acks.append(late_ack)
-            # The same message again, through the door; acked first (in
-            # _publish_retry), so this run's ack cannot take the new copy.
-            self._publish_retry(message, enqueue.prepare(task, message))
+            # This run is over (settled, acked) before its copy is published,
+            # so this run's ack cannot take the copy, which has the same id. A
+            # new ``created`` makes it a new message to the broker's dedupe.
+            self.results.sync()
+            acks, self._acks = self._acks + ([late_ack] if late_ack else []), []
+            self.consumer.ack(acks, settled=[message.id])
+            again = replace(message, created=time.time())
+            self._publish_retry(message, enqueue.prepare(task, again))
             return
         row = None
         if isinstance(exc, Reject):
