@@ -29,6 +29,7 @@ from ..brokers import Broker, Consumer, Fate, Reaped, get_broker
 from ..conf import get_settings
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult
+from ..registry import registry
 from ..utils import install_task_record_factory
 from .executor import Limits
 from .pools import POOLS, Kill, Pool
@@ -110,6 +111,10 @@ class Supervisor:
     # -- signals -------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        how = "Cold" if self.stopping else "Warm"
+        signals.worker_shutting_down.send_robust(sender=self.options.hostname,
+                                                 sig=signal.Signals(signum).name, how=how,
+                                                 exitcode=0)
         if self.stopping:
             logger.warning("cold shutdown (second signal): giving messages back")
             self._go_cold()
@@ -227,13 +232,15 @@ class Supervisor:
         if kill is Kill.TERMINATE:
             name = TaskResult.objects.filter(task_id=task_id).values_list(
                 "task_name", flat=True).first()
-            signals.task_revoked.send(sender=name, request=None, task_id=task_id,
+            task = registry.get(name) if name in registry else name  # the task, as Celery
+            signals.task_revoked.send(sender=task, request=None, task_id=task_id,
                                       terminated=True, signum=signal.SIGKILL, expired=False)
 
     # -- running -------------------------------------------------------------
 
     def run(self) -> int:
         install_task_record_factory()
+        signals.worker_init.send(sender=self.options.hostname)
         in_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         if in_main:

@@ -149,3 +149,27 @@ def untyped(x: int) -> int:
 def process_pid(counter: str) -> int:
     bump(counter)
     return os.getpid()
+
+
+# Receivers a worker subprocess connects when a test asks (DJTASKS_TEST_SIGNALS
+# names a Redis list each writes to), so its signals can be seen from the test.
+_SIGNAL_KEY = os.environ.get("DJTASKS_TEST_SIGNALS")
+if _SIGNAL_KEY:
+    from djtasks import signals
+
+    @signals.worker_init.connect
+    def _worker_init(sender, **kwargs):
+        note(_SIGNAL_KEY, "worker_init", os.getpid())
+
+    @signals.worker_process_init.connect
+    def _process_init(sender, **kwargs):
+        note(_SIGNAL_KEY, "worker_process_init", os.getpid())
+
+    @signals.worker_shutting_down.connect()
+    def _shutting_down(sender, sig, how, exitcode, **kwargs):
+        note(_SIGNAL_KEY, "worker_shutting_down", sig, how, exitcode)
+
+    if os.environ.get("DJTASKS_TEST_SETUP_LOGGING"):
+        @signals.setup_logging.connect
+        def _setup_logging(sender, loglevel, logfile, format, colorize, **kwargs):
+            note(_SIGNAL_KEY, "setup_logging", loglevel)

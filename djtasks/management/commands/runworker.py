@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
+from djtasks import signals
 from djtasks.brokers import get_broker
 from djtasks.conf import QUEUE_NAME_RE, get_settings
 from djtasks.exceptions import BrokerError
@@ -213,6 +214,12 @@ class Command(BaseCommand):
         included, prints in TASK_FORMAT. A project's own handler on ``djtasks``
         is left alone: a root handler too would print each line twice."""
         install_task_record_factory()
+        if signals.setup_logging.has_listeners():
+            # Celery's rule: a project that connects setup_logging configures
+            # logging itself, and the worker leaves it alone.
+            signals.setup_logging.send(sender=None, loglevel=level, logfile=None,
+                                       format=TASK_FORMAT, colorize=False)
+            return
         djtasks_logger = logging.getLogger("djtasks")
         djtasks_logger.setLevel(level)
         root = logging.getLogger()
