@@ -198,10 +198,10 @@ def test_update_state_with_a_ready_state_and_ignore_keeps_that_state(burst):
 
 
 def test_update_state_refuses_meta_that_cannot_be_stored():
-    @shared_task(bind=True, name="tests.bad_meta")
-    def bad_meta(self):
+    def body(self):
         self.update_state(state="PROGRESS", meta={"when": object()})
 
+    bad_meta = Task(body, name="tests.bad_meta", bind=True)  # not registered
     with pytest.raises(TypeError, match="update_state meta"):
         bad_meta()
 

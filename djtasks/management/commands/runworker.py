@@ -167,7 +167,8 @@ class Command(BaseCommand):
             prefetch_multiplier=options["prefetch_multiplier"] or s.PREFETCH_MULTIPLIER,
             hostname=options["hostname"] or default_hostname(),
             limits=Limits(
-                time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
+                time_limit=options["time_limit"] or s.TIME_LIMIT,
+                soft_time_limit=options["soft_time_limit"] or s.SOFT_TIME_LIMIT,
                 max_tasks_per_child=options["max_tasks_per_child"] if recycles else None,
                 max_memory_per_child=options["max_memory_per_child"] if recycles else None,
             ),
