@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import states
+from .app import Celery, current_app
 from .exceptions import (
     DjtasksError,
     Ignore,
@@ -24,6 +25,7 @@ from .task import Task, shared_task
 
 __all__ = [
     "AsyncResult",
+    "Celery",
     "DjtasksError",
     "EagerResult",
     "Ignore",
@@ -33,6 +35,7 @@ __all__ = [
     "Task",
     "TaskArgumentError",
     "TaskError",
+    "current_app",
     "current_task",
     "registry",
     "revoke",

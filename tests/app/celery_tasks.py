@@ -173,3 +173,31 @@ if _SIGNAL_KEY:
         @signals.setup_logging.connect
         def _setup_logging(sender, loglevel, logfile, format, colorize, **kwargs):
             note(_SIGNAL_KEY, "setup_logging", loglevel)
+
+
+# A Celery project's proj/celery.py, with only its imports changed.
+from djtasks import Celery  # noqa: E402
+
+app = Celery("proj")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.task
+def app_plain(x: int) -> int:
+    return x * 2
+
+
+@app.task(bind=True, max_retries=4)
+def app_bound(self) -> str:
+    return self.request.id
+
+
+class AppBase(app.Task):
+    def on_success(self, retval, task_id, args, kwargs):
+        note(f"app-base:{task_id}", "on_success", retval)
+
+
+@app.task(base=AppBase)
+def app_based(x: int) -> int:
+    return x + 1
