@@ -207,5 +207,7 @@ def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
             break
         message = Message.decode(attempt.body)
     result._settle(outcome)
-    if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
+    # Ignore and Reject are how a run ended, not an error to propagate.
+    if outcome.status == states.FAILURE and get_settings().EAGER_PROPAGATES:
+        assert outcome.exception is not None
         raise outcome.exception

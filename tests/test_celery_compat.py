@@ -194,3 +194,9 @@ def test_reject_with_requeue_on_the_database_broker(settings, key_prefix, burst)
     result = ct.reject_me.delay(c, True)
     burst()
     assert count(c) == 2 and result.status == states.SUCCESS
+
+
+def test_an_eager_ignore_is_not_propagated(settings):
+    settings.DJTASKS = {**settings.DJTASKS, "ALWAYS_EAGER": True, "EAGER_PROPAGATES": True}
+    result = ct.ignore_me.delay(_counter())
+    assert result.status == states.IGNORED
