@@ -53,6 +53,9 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.exception!r}>"
 
 
+HANDLER_NAMES = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
 class Handlers:
     """The overridable part of ``Task``; every handler does nothing by default.
 
@@ -65,6 +68,8 @@ class Handlers:
     bind: bool
     typing: bool
     _signature: Signature
+    _custom_call = False  # the class overrides __call__ (Task.__init_subclass__)
+    _overridden: frozenset[str] = frozenset()  # the handlers it overrides
 
     @property
     def request(self) -> Request:
@@ -184,10 +189,9 @@ def call_body(task: Any, message: Message) -> Any:
     """``before_start``, then the body: through ``task(...)`` when the class
     overrides ``__call__`` (Celery calls the task itself then), else
     ``task.run(...)``."""
-    from .task import Task
-
-    task.before_start(message.id, message.args, message.kwargs)
-    if type(task).__call__ is not Task.__call__:
+    if "before_start" in task._overridden:
+        task.before_start(message.id, message.args, message.kwargs)
+    if task._custom_call:
         task.request._via_worker = True  # Task.__call__ keeps this request
         return task(*message.args, **message.kwargs)
     return task.run(*message.args, **message.kwargs)
@@ -197,14 +201,18 @@ def after_run(task: Any, message: Message, outcome: Outcome) -> None:
     """``on_success``, ``on_failure`` or ``on_retry`` for ``outcome``."""
     from . import states
 
+    handler = ("on_success" if outcome.status == states.SUCCESS else
+               "on_failure" if outcome.status == states.FAILURE else "on_retry")
+    if handler not in task._overridden:
+        return
     einfo = einfo_of(outcome)
-    _guarded(task, "on_success" if outcome.status == states.SUCCESS else
-             "on_failure" if outcome.status == states.FAILURE else "on_retry",
-             *((outcome.value,) if einfo is None else (outcome.exception,)),
+    _guarded(task, handler, *((outcome.value,) if einfo is None else (outcome.exception,)),
              message.id, message.args, message.kwargs, *(() if einfo is None else (einfo,)))
 
 
 def after_return(task: Any, message: Message, outcome: Outcome) -> None:
+    if "after_return" not in task._overridden:
+        return
     retval = outcome.value if outcome.exception is None else outcome.exception
     _guarded(task, "after_return", outcome.status, retval, message.id, message.args,
              message.kwargs, None)

@@ -24,7 +24,7 @@ from django.utils import timezone
 from . import codec
 from .conf import get_settings
 from .exceptions import MaxRetriesExceededError, Retry, TaskArgumentError
-from .handlers import Handlers
+from .handlers import HANDLER_NAMES, Handlers
 from .message import Message
 from .options import MESSAGE_OPTIONS, OPTIONS, call_options, check_seconds, parse_rate, task_options
 from .registry import registry
@@ -117,6 +117,10 @@ class Task(Handlers):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Decided once per class, so the worker's per-task path stays short.
+        cls._custom_call = cls.__call__ is not Task.__call__
+        cls._overridden = frozenset(
+            name for name in HANDLER_NAMES if getattr(cls, name) is not getattr(Handlers, name))
         cls._setting_defaults = dict(cls._setting_defaults)
         for key in _FROM_SETTINGS:
             value = cls.__dict__.get(key)

@@ -203,8 +203,9 @@ class Executor(IgnoredRuns):
                                       name=message.task, id=message.id)
             self._dead_letter(delivery, str(exc))
             return
-        signals.task_received.send(sender=self.consumer,
-                                   request=make_request(message, hostname=self.hostname))
+        if signals.task_received.receivers:  # no Request built per message for nobody
+            signals.task_received.send(sender=self.consumer,
+                                       request=make_request(message, hostname=self.hostname))
         if delivery.revoked:
             self._revoked(task, message, "revoked", acked=True)  # the fetch dropped it
             return
