@@ -123,6 +123,8 @@ class Handlers:
         """Raise ``TypeError`` naming the task and the argument unless
         ``args``/``kwargs`` bind to the task's signature (Celery's
         ``Task.typing``; ``apply_async`` calls it when ``typing`` is True)."""
+        if _binds_simply(self, args, kwargs):
+            return
         try:
             if self.bind:
                 self._signature.bind(None, *args, **kwargs)
@@ -157,6 +159,30 @@ class Handlers:
 
     def backoff_countdown(self, retries: int) -> float:
         raise NotImplementedError
+
+
+def _binds_simply(task: Handlers, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+    """True if ``args``/``kwargs`` surely bind to a plain signature (only
+    positional-or-keyword parameters): ``Signature.bind`` costs about a
+    third of building a message, and most tasks look like this. False
+    means "ask ``Signature.bind``", which also words the error."""
+    spec = task.__dict__.get("_plain_parameters", False)
+    if spec is False:
+        params = list(task._signature.parameters.values())[1 if task.bind else 0:]
+        plain = all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params)
+        required = sum(1 for p in params if p.default is p.empty)
+        ordered = all(p.default is not p.empty for p in params[required:])
+        spec = (tuple(p.name for p in params), required) if plain and ordered else None
+        task.__dict__["_plain_parameters"] = spec  # the signature never changes
+    if spec is None:
+        return False
+    names, required = spec
+    if len(args) > len(names):
+        return False
+    rest = names[len(args):]
+    if any(k not in rest for k in kwargs):
+        return False
+    return all(name in kwargs for name in rest[:max(required - len(args), 0)])
 
 
 def store_state(task: Handlers, task_id: str | None, state: str | None, meta: Any) -> None:

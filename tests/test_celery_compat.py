@@ -200,3 +200,16 @@ def test_an_eager_ignore_is_not_propagated(settings):
     settings.DJTASKS = {**settings.DJTASKS, "ALWAYS_EAGER": True, "EAGER_PROPAGATES": True}
     result = ct.ignore_me.delay(_counter())
     assert result.status == states.IGNORED
+
+
+@pytest.mark.parametrize(("args", "kwargs", "ok"), [
+    ((1,), {}, True), ((), {"a": 1}, True), ((1,), {"b": 2}, True), ((1, 2), {}, True),
+    ((), {}, False), ((1,), {"a": 2}, False), ((1, 2, 3), {}, False), ((), {"c": 1}, False),
+    ((), {"b": 1}, False),
+])
+def test_the_fast_argument_check_agrees_with_signature_bind(args, kwargs, ok):
+    if ok:
+        ct.bound_two.check_arguments(args, kwargs)
+    else:
+        with pytest.raises(TypeError, match="bound_two"):
+            ct.bound_two.check_arguments(args, kwargs)
