@@ -103,6 +103,7 @@ def test_the_check_lists_ignored_settings_and_why(settings):
     assert {w.id for w in check_celery_settings()} == {"djtasks.W010"}
 
 
+@pytest.mark.django_db  # Django 6.1's check command also checks the databases
 def test_the_check_runs_in_manage_py_check(settings, capsys):
     settings.CELERY_RESULT_BACKEND = "django-db"
     call_command("check")
