@@ -7,30 +7,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import states
+from .app import Celery, current_app
 from .exceptions import (
     DjtasksError,
+    Ignore,
     MaxRetriesExceededError,
+    Reject,
     Retry,
     TaskArgumentError,
     TaskError,
 )
 from .registry import registry
+from .request import current_task
 from .result import AsyncResult, EagerResult, revoke
 from .task import Task, shared_task
 
 __all__ = [
     "AsyncResult",
+    "Celery",
     "DjtasksError",
     "EagerResult",
+    "Ignore",
     "MaxRetriesExceededError",
+    "Reject",
     "Retry",
     "Task",
     "TaskArgumentError",
     "TaskError",
+    "current_app",
+    "current_task",
     "registry",
     "revoke",
     "send_task",
     "shared_task",
+    "states",
 ]
 
 __version__ = "0.1.0"

@@ -10,6 +10,7 @@ class DjtasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from . import celery_settings  # noqa: F401 - registers its system check (W010)
         from .beat import checks as beat_checks  # noqa: F401 - BEAT_SCHEDULE's checks
         from .conf import get_settings
         from .lint import checks  # noqa: F401 - registers the system checks

@@ -93,6 +93,10 @@ class DjangoTaskWrapper(Task):
     ``get_result`` reads.
     """
 
+    # Django passes a TaskContext first to a ``takes_context`` task: the
+    # function's signature is not the caller's, so no call-time binding.
+    typing = False
+
     def __init__(self, django_task: DjangoTask) -> None:
         super().__init__(django_task.func, name=django_task.module_path, ignore_result=False)
         self.django_task = django_task

@@ -51,6 +51,8 @@ class Settings:
     BEAT_SCHEDULE: Mapping[str, Any] = field(default_factory=dict)
     BEAT_SYNC_INTERVAL: float = 5.0
     METRICS_TOKEN: str | None = None
+    TIME_LIMIT: float | None = None
+    SOFT_TIME_LIMIT: float | None = None
 
 
 def _is_bool(v: Any) -> bool:
@@ -127,6 +129,14 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "None, or a secret of 16 or more printable characters that a Prometheus scrape "
         "sends as 'Authorization: Bearer <token>' to djtasks.metrics.view",
     ),
+    "TIME_LIMIT": (
+        lambda v: v is None or _is_positive_number(v),
+        "a number of seconds > 0 or None: runworker's default --time-limit",
+    ),
+    "SOFT_TIME_LIMIT": (
+        lambda v: v is None or _is_positive_number(v),
+        "a number of seconds > 0 or None: runworker's default --soft-time-limit",
+    ),
     "MAX_DEATHS": (
         lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
         "an int >= 1: executors a message may kill before it is dead-lettered",
@@ -202,15 +212,25 @@ def validate_routes(routes: Mapping[str, Any]) -> None:
             raise _invalid("ROUTES", route["priority"], "an int 0-9", pattern, "priority")
 
 
-def load(raw: Mapping[str, Any] | None) -> Settings:
+def load(raw: Mapping[str, Any] | None, celery: Mapping[str, Any] | None = None) -> Settings:
     """Validate a ``DJTASKS`` dict and return ``Settings``.
 
+    ``celery`` holds DJTASKS keys given by Celery's settings
+    (``celery_settings.translate``); ``raw``'s keys take precedence.
     Raises ``ImproperlyConfigured`` for an unknown key or a wrong value.
     """
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise ImproperlyConfigured(f"DJTASKS must be a dict, not {type(raw).__name__}.")
+    for key, value in (celery or {}).items():
+        try:
+            load({key: value})
+        except ImproperlyConfigured as exc:
+            from .celery_settings import source
+
+            raise ImproperlyConfigured(f"{source(key)}, read as {exc}") from None
+    raw = {**(celery or {}), **raw}
     unknown = sorted(set(raw) - set(_CHECKS))
     if unknown:
         raise ImproperlyConfigured(
@@ -248,7 +268,12 @@ def get_settings() -> Settings:
     """
     global _cached
     if _cached is None:
-        _cached = load(getattr(django_settings, "DJTASKS", None))
+        from .celery_settings import translate
+
+        raw = getattr(django_settings, "DJTASKS", None)
+        celery, _ = translate(set(Settings.__dataclass_fields__),
+                              raw if isinstance(raw, Mapping) else {})
+        _cached = load(raw, celery)
     return _cached
 
 
@@ -262,7 +287,7 @@ def on_reset(hook: Callable[[], None]) -> Callable[[], None]:
 
 
 def _setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("DJTASKS", "CACHES"):
+    if setting in ("DJTASKS", "CACHES") or setting.startswith("CELERY_"):
         global _cached
         _cached = None
         for hook in _reset_hooks:

@@ -79,13 +79,15 @@ def publish(outgoing: Sequence[Outgoing]) -> None:
 def _before_publish(out: Outgoing) -> None:
     signals.before_task_publish.send(
         sender=out.message.task, body=out.envelope, exchange="", routing_key=out.message.queue,
-        headers={}, properties={}, declare=[], retry_policy=None,
+        headers=out.message.options.get("headers") or {}, properties={}, declare=[],
+        retry_policy=None,
     )
 
 
 def _after_publish(out: Outgoing) -> None:
     signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
-                                    routing_key=out.message.queue)
+                                    routing_key=out.message.queue,
+                                    headers=out.message.options.get("headers") or {})
 
 
 def _waits_for_commit(on_commit: bool, using: str) -> bool:
@@ -131,15 +133,16 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
         # a rollback leaves neither. ``after_task_publish`` waits for the commit.
         # A lone message outside a transaction is one statement, atomic
         # without BEGIN and COMMIT round trips of its own.
-        alone = task.ignore_result and not transaction.get_connection(using).in_atomic_block
+        ignored = task.result_ignored(message)
+        alone = ignored and not transaction.get_connection(using).in_atomic_block
         with contextlib.nullcontext() if alone else transaction.atomic(using=using):
-            if not task.ignore_result:
+            if not ignored:
                 TaskResult.objects.using(using).enqueued(message)
             _before_publish(out)
             broker.publish([(message, out.body)])
             transaction.on_commit(partial(_after_publish, out), using=using)
         return AsyncResult(message.id, task_name=message.task)
-    if not task.ignore_result:
+    if not task.result_ignored(message):
         TaskResult.objects.using(using).enqueued(message)
     if waits:
         transaction.on_commit(partial(_publish_after_commit, out), using=using)
@@ -209,5 +212,7 @@ def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
             break
         message = Message.decode(attempt.body)
     result._settle(outcome)
-    if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
+    # Ignore and Reject are how a run ended, not an error to propagate.
+    if outcome.status == states.FAILURE and get_settings().EAGER_PROPAGATES:
+        assert outcome.exception is not None
         raise outcome.exception

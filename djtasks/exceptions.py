@@ -3,7 +3,8 @@
 Everything djtasks raises on purpose derives from ``DjtasksError``, except
 where Python's own hierarchy says more: argument errors are ``TypeError``
 (``TaskArgumentError``), configuration errors are Django's
-``ImproperlyConfigured``, and ``Retry`` is a control-flow signal.
+``ImproperlyConfigured``, and ``Retry``, ``Ignore`` and ``Reject`` are
+control-flow signals.
 """
 
 from __future__ import annotations
@@ -91,6 +92,38 @@ class Retry(Exception):  # Celery's name, not ...Error: it is a signal
         self.when = when
         self.retry_args = retry_args
         self.retry_kwargs = retry_kwargs
+
+
+# Ignore and Reject, like Retry, stand outside DjtasksError: they are not
+# errors but a task telling the worker how its run ends, and a task's broad
+# ``except DjtasksError`` must not swallow them. Celery's names and meanings.
+
+
+class Ignore(Exception):
+    """Raised by a task to end its run without a state of its own (Celery's ``Ignore``).
+
+    Nothing more is written if the task stored a ready state itself
+    (``update_state(state=FAILURE, meta=...)``); otherwise its row becomes
+    REVOKED with "ignored", so no row waits in STARTED for ever. No
+    ``on_*`` handler or ``after_return`` runs; ``task_postrun`` is sent.
+    """
+
+
+class Reject(Exception):
+    """Raised by a task to hand its message back to the broker (Celery's ``Reject``).
+
+    ``requeue=True`` puts the message back on its queue to run again (the
+    same id and retries); ``requeue=False`` moves it to the dead-letter
+    store with ``reason`` and ends its row FAILURE: nothing is dropped.
+    """
+
+    def __init__(self, reason: object = None, requeue: bool = False) -> None:
+        super().__init__(reason, requeue)
+        self.reason = reason
+        self.requeue = requeue
+
+    def __str__(self) -> str:
+        return f"rejected: {self.reason}" if self.reason is not None else "rejected"
 
 
 class MaxRetriesExceededError(DjtasksError):

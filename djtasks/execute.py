@@ -9,14 +9,15 @@ import signal
 import threading
 import time
 import traceback as tb
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from django.dispatch import Signal
 
-from . import codec, signals, states
-from .exceptions import Retry, SoftTimeLimitExceeded
+from . import codec, handlers, signals, states
+from .exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from .message import Message, utc_datetime
 from .request import Request, request_scope
 
@@ -50,7 +51,7 @@ def make_request(message: Message, *, hostname: str, eager: bool = False) -> Req
         retries=message.retries, queue=message.queue, priority=message.priority,
         eta=utc_datetime(message.eta), expires=utc_datetime(message.expires), hostname=hostname,
         parent_id=message.parent_id, root_id=message.root_id, is_eager=eager,
-        called_directly=False, message=message,
+        called_directly=False, message=message, headers=message.options.get("headers") or {},
     )
 
 
@@ -63,7 +64,8 @@ def _send(sig: Signal, **kwargs: Any) -> None:
 
 
 def execute(task: Task, message: Message, *, hostname: str, eager: bool = False,
-            soft_time_limit: float | None = None) -> Outcome:
+            soft_time_limit: float | None = None,
+            state_writer: Callable[[str, Any], None] | None = None) -> Outcome:
     """Run ``task`` for ``message`` with ``task.request`` set; never raises an ``Exception``.
 
     ``autoretry_for`` exceptions become retries with ``Task.backoff_countdown``
@@ -73,23 +75,33 @@ def execute(task: Task, message: Message, *, hostname: str, eager: bool = False,
     ``soft_time_limit`` (seconds; main thread only) ``SoftTimeLimitExceeded``
     is raised in the task body once it has run that long. Sends the
     ``task_prerun``/``task_postrun``/``task_success``/``task_failure``/
-    ``task_retry`` signals (djtasks.signals); a receiver that raises is logged.
+    ``task_retry`` signals (djtasks.signals), with the task as ``sender``; a
+    receiver that raises is logged. The task class's handlers run in
+    Celery's order (djtasks/handlers.py); an ``Ignore`` or ``Reject`` ends
+    the run IGNORED or REJECTED with neither handlers nor those signals.
+    ``state_writer(state, encoded_meta)`` stores the task's ``update_state``.
     """
     request = make_request(message, hostname=hostname, eager=eager)
+    request.state_writer = state_writer
     with request_scope(request):
-        _send(signals.task_prerun, sender=task.name, task_id=message.id, task=task,
+        _send(signals.task_prerun, sender=task, task_id=message.id, task=task,
               args=message.args, kwargs=message.kwargs)
         outcome = _run(task, message, soft_time_limit)
+        if outcome.status not in (states.IGNORED, states.REJECTED):
+            handlers.after_run(task, message, outcome)
+        einfo = handlers.einfo_of(outcome)
         if outcome.status == states.SUCCESS:
-            _send(signals.task_success, sender=task.name, result=outcome.value)
+            _send(signals.task_success, sender=task, result=outcome.value)
         elif outcome.status == states.FAILURE:
-            _send(signals.task_failure, sender=task.name, task_id=message.id,
+            _send(signals.task_failure, sender=task, task_id=message.id,
                   exception=outcome.exception, args=message.args, kwargs=message.kwargs,
-                  traceback=outcome.traceback, einfo=outcome.exception)
-        else:
-            _send(signals.task_retry, sender=task.name, request=request,
-                  reason=outcome.exception, einfo=outcome.exception)
-        _send(signals.task_postrun, sender=task.name, task_id=message.id, task=task,
+                  traceback=outcome.traceback, einfo=einfo)
+        elif outcome.status == states.RETRY:
+            _send(signals.task_retry, sender=task, request=request,
+                  reason=outcome.exception, einfo=einfo)
+        if outcome.status not in (states.IGNORED, states.REJECTED):
+            handlers.after_return(task, message, outcome)
+        _send(signals.task_postrun, sender=task, task_id=message.id, task=task,
               args=message.args, kwargs=message.kwargs,
               retval=outcome.value if outcome.exception is None else outcome.exception,
               state=outcome.status)
@@ -154,7 +166,7 @@ def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> 
                 previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
                 signal.setitimer(signal.ITIMER_REAL, soft_time_limit)  # type: ignore[arg-type]
             try:
-                value = task.run(*message.args, **message.kwargs)
+                value = handlers.call_body(task, message)
                 if inspect.iscoroutine(value):
                     value = run_coroutine(value, soft_time_limit)
             finally:
@@ -163,10 +175,14 @@ def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> 
                 if alarm:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                     signal.signal(signal.SIGALRM, previous)
-        except Retry:
+        except (Retry, Ignore, Reject):
             raise
         except task.autoretry_for as exc:
-            task.retry(exc=exc, countdown=task.backoff_countdown(message.retries))
+            task._autoretry(exc, message.retries)
+    except Ignore as exc:
+        return Outcome(states.IGNORED, started, time.time(), exception=exc)
+    except Reject as exc:
+        return Outcome(states.REJECTED, started, time.time(), exception=exc)
     except Retry as retry:
         return Outcome(states.RETRY, started, time.time(), exception=retry.exc or retry,
                        traceback=tb.format_exc(), retry=retry)
@@ -174,7 +190,7 @@ def _run(task: Task, message: Message, soft_time_limit: float | None = None) -> 
         return Outcome(states.FAILURE, started, time.time(), exception=exc,
                        traceback=tb.format_exc())
     finished = time.time()
-    if task.ignore_result:
+    if task.result_ignored(message):
         return Outcome(states.SUCCESS, started, finished, value=value)
     try:
         result = codec.encode(value, ("result",))

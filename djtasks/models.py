@@ -33,6 +33,15 @@ CALLER_FIELDS = [
 ]
 
 
+def status_in(names: list[str] | frozenset[str]) -> models.Q:
+    """A filter on ``status`` for ``names``, where ``states.CUSTOM`` stands
+    for every custom state (any name not built in)."""
+    q = models.Q(status__in=[n for n in names if n != states.CUSTOM])
+    if states.CUSTOM in names:
+        q |= ~models.Q(status__in=states.ALL_STATES)
+    return q
+
+
 class TaskResultQuerySet(models.QuerySet["TaskResult"]):
     """Every state change of a ``TaskResult`` goes through these methods,
     which follow ``states.FOLLOWS``: no state goes backwards."""
@@ -53,7 +62,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         not started elsewhere, and not finished."""
         return self.filter(
             models.Q(status__in=(states.PENDING, states.RETRY, states.REVOKED))
-            | models.Q(status=states.STARTED, worker=worker)
+            | (status_in([states.STARTED, states.CUSTOM]) & models.Q(worker=worker))
         )
 
     def enqueued(self, message: Message) -> None:
@@ -132,7 +141,16 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
             fields["worker"] = worker
         if status in states.READY_STATES:
             fields["finished"] = timezone.now()
-        return self.filter(status__in=states.preceding(status)).update(**fields)
+        return self.filter(status_in(states.preceding(status))).update(**fields)
+
+    def reported(self, status: str, result: Any) -> int:
+        """Move the rows of this QuerySet whose state may become ``status``
+        to it with ``result`` (codec-encoded JSON) as their result: a task's
+        ``update_state`` for another task id. Returns the number changed."""
+        fields: dict[str, Any] = {"status": status, "result": result}
+        if status in states.READY_STATES:
+            fields["finished"] = timezone.now()
+        return self.filter(status_in(states.preceding(status))).update(**fields)
 
 
 class TaskResult(models.Model):
@@ -148,8 +166,9 @@ class TaskResult(models.Model):
     task_name = models.CharField(max_length=255, db_index=True)
     queue = models.CharField(max_length=200, default="default", db_index=True)
     priority = models.PositiveSmallIntegerField(default=0)
+    # Wide enough for a custom state (``update_state``), which is not among the choices.
     status = models.CharField(
-        max_length=16, choices=states.CHOICES, default=states.PENDING, db_index=True
+        max_length=64, choices=states.CHOICES, default=states.PENDING, db_index=True
     )
     args = models.JSONField(default=list, blank=True)
     kwargs = models.JSONField(default=dict, blank=True)

@@ -79,6 +79,31 @@ def _check_exceptions(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be exception classes, not {value!r}")
 
 
+def _check_retry_kwargs(name: str, value: Any) -> None:
+    # The keywords autoretry passes to Task.retry (Celery's retry_kwargs).
+    allowed = {"countdown", "max_retries"}
+    if not isinstance(value, dict) or not set(value) <= allowed:
+        raise TypeError(f"{name} must be a dict with keys from {sorted(allowed)}, not {value!r}")
+    check_seconds(f"{name}['countdown']", value.get("countdown"))
+    _check_max_retries(f"{name}['max_retries']", value.get("max_retries"))
+
+
+def _json_plain(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_json_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_plain(v) for k, v in value.items())
+    return False
+
+
+def _check_headers(name: str, value: Any) -> None:
+    if value is not None and not (isinstance(value, dict) and _json_plain(value)):
+        raise TypeError(f"{name} must be a dict of str to JSON values (str, number, bool, None, "
+                        f"list, dict), not {value!r}")
+
+
 def _check_expires(name: str, value: Any) -> None:
     if not isinstance(value, datetime):
         check_seconds(name, value)
@@ -139,7 +164,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("retry_jitter", True, _check_bool),
     Option("acks_late", None, _check_bool, setting="ACKS_LATE"),
     Option("reject_on_worker_lost", None, _check_bool),
-    Option("ignore_result", None, _check_bool, setting="IGNORE_RESULT"),
+    Option("ignore_result", None, _check_bool, call=True, carried=True, setting="IGNORE_RESULT"),
     Option("track_started", None, _check_bool, setting="TRACK_STARTED"),
     Option("expires", None, _check_expires, call=True),
     Option("time_limit", None, check_limit, call=True, carried=True),
@@ -147,12 +172,22 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("rate_limit", None, _check_rate),
     # The tick a beat run stands for (a timestamp), as ``request.scheduled_for``.
     Option("scheduled_for", None, check_seconds, task=False, carried=True),
+    Option("dont_autoretry_for", (), _check_exceptions),
+    Option("retry_kwargs", {}, _check_retry_kwargs),
+    # Expected errors: logged at INFO without a traceback; the row is still FAILURE.
+    Option("throws", (), _check_exceptions),
+    Option("typing", True, _check_bool),  # bind arguments to the signature at call time
+    # Per call only; it travels so the worker sees it (self.request.headers).
+    Option("headers", None, _check_headers, task=False, call=True, carried=True),
 )}
 
 TASK_OPTIONS = tuple(o for o in OPTIONS.values() if o.task)
 CALL_OPTIONS = tuple(o for o in OPTIONS.values() if o.call)
 MESSAGE_OPTIONS = frozenset(o.name for o in OPTIONS.values() if o.carried)
 SETTING_OPTIONS = {o.setting: o for o in OPTIONS.values() if o.setting}
+
+
+_TUPLES = frozenset({"autoretry_for", "dont_autoretry_for", "throws"})
 
 
 def task_options(given: dict[str, Any], defaults: Callable[[str, Any], Any]) -> dict[str, Any]:
@@ -171,7 +206,7 @@ def task_options(given: dict[str, Any], defaults: Callable[[str, Any], Any]) -> 
         value = given[option.name] if option.name in given else defaults(option.name,
                                                                         option.default)
         option.check(option.name, value)
-        values[option.name] = tuple(value) if option.name == "autoretry_for" else value
+        values[option.name] = tuple(value) if option.name in _TUPLES else value
     return values
 
 

@@ -93,7 +93,9 @@ class AsyncResult:
 
     @property
     def result(self) -> Any:
-        """The return value on SUCCESS; the exception on FAILURE/RETRY; else None."""
+        """The return value on SUCCESS; the exception on FAILURE/RETRY; the
+        ``meta`` of the task's last ``update_state`` (a custom state, or a
+        state it set with no exception); else None."""
         row = self._fetch()
         if row is None:
             return None
@@ -101,7 +103,7 @@ class AsyncResult:
             return codec.decode(row.result)
         if row.exception_type:
             return _rebuild_exception(row.exception_type, row.exception_message)
-        return None
+        return codec.decode(row.result) if row.result is not None else None
 
     info = result
 

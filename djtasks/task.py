@@ -24,6 +24,7 @@ from django.utils import timezone
 from . import codec
 from .conf import get_settings
 from .exceptions import MaxRetriesExceededError, Retry, TaskArgumentError
+from .handlers import HANDLER_NAMES, Handlers
 from .message import Message
 from .options import MESSAGE_OPTIONS, OPTIONS, call_options, check_seconds, parse_rate, task_options
 from .registry import registry
@@ -45,8 +46,13 @@ def _door() -> ModuleType:
     return enqueue
 
 
-class Task:
+class Task(Handlers):
     """A registered task: call it, ``delay()`` it, ``apply_async()`` it.
+
+    A project's subclass (``@shared_task(base=MyTask)``) may override the
+    handlers of djtasks/handlers.py (``on_success``, ``on_failure``,
+    ``on_retry``, ``after_return``, ``before_start``) and ``__call__``, and
+    give option defaults as class attributes (``max_retries = 5``).
 
     Options (keyword-only, Celery's names and defaults; each is declared in
     djtasks/options.py with its check, and docs/celery.md lists them):
@@ -76,6 +82,11 @@ class Task:
     - ``track_started``: record STARTED when a worker begins it.
     - ``expires``: seconds after publishing (or a datetime) after which a
       task that has not started is not run and ends REVOKED.
+    - ``dont_autoretry_for`` (exception classes ``autoretry_for`` does not
+      retry), ``retry_kwargs`` (``countdown``/``max_retries`` for automatic
+      retries), ``throws`` (expected errors: logged at INFO without a
+      traceback; the run is still a FAILURE), ``typing`` (True: arguments
+      are bound to the signature in ``apply_async``). Celery's names.
 
     Raises ``TypeError`` for an unknown option or a bad value.
     """
@@ -94,6 +105,28 @@ class Task:
     time_limit: float | None
     soft_time_limit: float | None
     rate_limit: str | float | None
+    dont_autoretry_for: tuple[type[BaseException], ...]
+    retry_kwargs: dict[str, Any]
+    throws: tuple[type[BaseException], ...]
+    typing: bool
+
+    # Plain class attributes of a subclass for these options are moved here
+    # (``__init_subclass__``): the properties below must keep reading the
+    # setting when an option is None, and a class attribute would hide them.
+    _setting_defaults: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Decided once per class, so the worker's per-task path stays short.
+        cls._custom_call = cls.__call__ is not Task.__call__
+        cls._overridden = frozenset(
+            name for name in HANDLER_NAMES if getattr(cls, name) is not getattr(Handlers, name))
+        cls._setting_defaults = dict(cls._setting_defaults)
+        for key in _FROM_SETTINGS:
+            value = cls.__dict__.get(key)
+            if value is not None and not isinstance(value, property):
+                cls._setting_defaults[key] = value
+                delattr(cls, key)
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None, bind: bool = False,
                  **options: Any) -> None:
@@ -120,6 +153,8 @@ class Task:
     def _class_default(cls, key: str, default: Any) -> Any:
         """A subclass's class attribute is the default of an option not given
         (the properties below read the setting instead)."""
+        if key in cls._setting_defaults:
+            return cls._setting_defaults[key]
         value = getattr(cls, key, default)
         return default if isinstance(value, property) else value
 
@@ -159,7 +194,15 @@ class Task:
         return self.fn(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """A plain call runs inline, as in Celery (``called_directly`` is True)."""
+        """A plain call runs inline, as in Celery (``called_directly`` is True).
+
+        A subclass that overrides it and calls ``super().__call__`` wraps
+        the worker's run too: the worker calls the task then, and the body
+        sees the worker's request."""
+        req = current_request()
+        if req is not None and req._via_worker and req.task == self.name:
+            req._via_worker = False  # only the worker's own call; nested calls are plain
+            return self.run(*args, **kwargs)
         with request_scope(Request(task=self.name, args=list(args), kwargs=kwargs)):
             return self.run(*args, **kwargs)
 
@@ -182,6 +225,8 @@ class Task:
         using: str | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        ignore_result: bool | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> AsyncResult | EagerResult:
         """Publish a message to run this task in a worker; return its result at once.
 
@@ -192,17 +237,25 @@ class Task:
         (default ``DJTASKS['ENQUEUE_ON_COMMIT']``) publishes when the
         transaction on ``using`` commits, so a rollback leaves no trace.
         ``task_id`` may name a task that exists: the new run takes over its
-        row (docs/delivery.md).
+        row (docs/delivery.md). ``ignore_result`` overrides the task's for
+        this call; ``headers`` (a dict of JSON values) travel in the message
+        and show as ``self.request.headers``.
 
+        With ``typing`` (the default), ``args``/``kwargs`` are bound to the
+        task's signature first and a mismatch raises ``TypeError`` naming
+        the task and the argument (Celery's ``Task.typing``).
         Raises ``TaskArgumentError`` (a ``TypeError``) before anything is
         written if an argument cannot travel in a message, and ``TypeError``
         for a bad option. With ``ALWAYS_EAGER`` the task runs here instead
         (an ``EagerResult``).
         """
+        if self.typing and isinstance(args, list | tuple | None) and isinstance(
+                kwargs, dict | None):
+            self.check_arguments(args or (), kwargs or {})
         message = self.build_message(
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, time_limit=time_limit,
-            soft_time_limit=soft_time_limit,
+            soft_time_limit=soft_time_limit, ignore_result=ignore_result, headers=headers,
         )
         if django_settings.DEBUG:
             from .lint.runtime import warn_if_serialized
@@ -245,6 +298,8 @@ class Task:
         task_id: str | None = None,
         time_limit: float | None = None,
         soft_time_limit: float | None = None,
+        ignore_result: bool | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> Message:
         """The message for one run, whole; validates the options (``TypeError``)."""
         s = get_settings()
@@ -264,7 +319,8 @@ class Task:
                 f"(a UUID, a slug): {task_id!r}"
             )
         per_call = {"queue": queue, "priority": priority, "expires": expires,
-                    "time_limit": time_limit, "soft_time_limit": soft_time_limit}
+                    "time_limit": time_limit, "soft_time_limit": soft_time_limit,
+                    "ignore_result": ignore_result, "headers": headers}
         call_options(per_call)
         now = timezone.now().timestamp()
         if countdown is not None and eta is not None:
@@ -298,6 +354,12 @@ class Task:
             created=now,
             options={k: v for k in sorted(MESSAGE_OPTIONS) if (v := per_call.get(k)) is not None},
         )
+
+    def result_ignored(self, message: Message) -> bool:
+        """Whether no row is written for ``message``: its ``apply_async(ignore_result=...)``
+        if given, else the task's ``ignore_result``."""
+        per_call = message.options.get("ignore_result")
+        return self.ignore_result if per_call is None else bool(per_call)
 
     def _route(self, s: Any) -> dict[str, Any]:
         """The first ``ROUTES`` entry matching this task (exact names before globs)."""
@@ -434,11 +496,15 @@ def shared_task(fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
     """Register a function as a task: ``@shared_task`` or ``@shared_task(**options)``.
 
     The options are ``Task``'s; an unknown option is a ``TypeError``.
-    Returns the ``Task``, which is also registered under its name.
+    ``base`` is the ``Task`` subclass to make (Celery's ``base=``).
+    Returns the task, which is also registered under its name.
     """
+    base = options.pop("base", Task)
+    if not (isinstance(base, type) and issubclass(base, Task)):
+        raise TypeError(f"@shared_task(base=...) needs a subclass of djtasks.Task, not {base!r}")
 
     def decorate(f: Callable[..., Any]) -> Task:
-        task = Task(f, **options)
+        task = base(f, **options)
         registry.register(task)
         return task
 

@@ -347,7 +347,7 @@ def test_task_and_worker_signals_are_sent_with_celery_arguments(burst):
     prerun = next(kw for n, kw in seen if n == "task_prerun")
     assert prerun["task_id"] == ok.id and prerun["args"] == [1, 2]
     success = next(kw for n, kw in seen if n == "task_success")
-    assert success["result"] == 3 and success["sender"] == "tests.app.tasks.add"
+    assert success["result"] == 3 and success["sender"] is tasks.add  # the task, as Celery
     failure = next(kw for n, kw in seen if n == "task_failure")
     assert failure["task_id"] == bad.id and isinstance(failure["exception"], ValueError)
     postrun = [kw for n, kw in seen if n == "task_postrun"]

@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from django.db import close_old_connections
 
@@ -29,10 +30,12 @@ from ..exceptions import (
     TaskRevokedError,
 )
 from ..execute import Outcome, execute, make_request
+from ..handlers import is_expected
 from ..message import Message
 from ..models import TaskResult
 from ..registry import registry
 from ..task import Task
+from .ignored import IgnoredRuns
 from .report import Reporter
 from .results import InlineResultWriter, ResultWriter
 from .slots import SlotState
@@ -67,7 +70,7 @@ def _expired_reason(message: Message) -> str:
     return f"expired at {when} before it started"
 
 
-class Executor:
+class Executor(IgnoredRuns):
     """Runs messages from ``queues`` as ``consumer`` until ``stop()`` (or, in
     ``burst`` mode, until the queues are empty).
 
@@ -189,6 +192,7 @@ class Executor:
         try:
             message = Message.decode(delivery.body)
         except MessageError as exc:
+            signals.task_rejected.send(sender=self.consumer, message=delivery, exc=exc)
             self._dead_letter(delivery, str(exc))
             return
         if message.id != delivery.id:
@@ -197,8 +201,13 @@ class Executor:
         try:
             task = registry.get(message.task)
         except NotRegistered as exc:
+            signals.task_unknown.send(sender=self.consumer, message=delivery, exc=exc,
+                                      name=message.task, id=message.id)
             self._dead_letter(delivery, str(exc))
             return
+        if signals.task_received.receivers:  # no Request built per message for nobody
+            signals.task_received.send(sender=self.consumer,
+                                       request=make_request(message, hostname=self.hostname))
         if delivery.revoked:
             self._revoked(task, message, "revoked", acked=True)  # the fetch dropped it
             return
@@ -210,7 +219,7 @@ class Executor:
             if wait > 0:
                 self.consumer.defer(message.id, self.broker.clock() + wait)
                 return
-        store = not task.ignore_result
+        store = not task.result_ignored(message)
         acks, self._acks = self._acks, []
         try:
             # At most once unless acks_late: acked here, before it runs.
@@ -232,8 +241,11 @@ class Executor:
             self.results.add(TaskResult.from_message(
                 message, states.STARTED, worker=self.name, started=time.time()))
         try:
-            outcome = self._execute(task, message)
-            self._record(task, message, outcome, store)
+            outcome = self._execute(task, message, store)
+            if outcome.status in (states.IGNORED, states.REJECTED):
+                self._ignored(task, delivery, message, outcome, store)
+            else:
+                self._record(task, message, outcome, store)
         except (BrokerError, ColdShutdown):
             raise
         except Exception as exc:
@@ -250,7 +262,7 @@ class Executor:
                 self._acks.append(message.id)
         self._check_recycle()
 
-    def _execute(self, task: Task, message: Message) -> Outcome:
+    def _execute(self, task: Task, message: Message, store: bool = True) -> Outcome:
         opts = message.options
         soft = opts.get("soft_time_limit") or task.soft_time_limit or self.limits.soft_time_limit
         hard = opts.get("time_limit") or task.time_limit or self.limits.time_limit
@@ -264,7 +276,9 @@ class Executor:
         try:
             self._close_old_connections()
             outcome = execute(task, message, hostname=self.hostname,
-                              soft_time_limit=soft if self._soft_limits else None)
+                              soft_time_limit=soft if self._soft_limits else None,
+                              state_writer=(partial(self._store_state, message, time.time())
+                                            if store else None))
         finally:
             self.slot.end()
             self.tasks_run += 1
@@ -303,14 +317,14 @@ class Executor:
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
         self.reporter.finished(message.task, message.queue, states.REVOKED, None)
         late_ack = None if acked else message.id
-        if not task.ignore_result:
+        if not task.result_ignored(message):
             self.results.add(TaskResult.from_message(
                 message, states.REVOKED, worker=self.name, finished=time.time(),
                 exception=TaskRevokedError(reason)), late_ack=late_ack)
         elif late_ack is not None:
             self._acks.append(late_ack)
         signals.task_revoked.send(
-            sender=task.name, request=make_request(message, hostname=self.hostname),
+            sender=task, request=make_request(message, hostname=self.hostname),
             terminated=False, signum=None, expired=expired,
         )
 
@@ -325,6 +339,10 @@ class Executor:
             # Celery's wording, so a Celery user's log greps keep working.
             logger.info("task %s[%s] succeeded in %.3fs: %s", message.task, message.id,
                         runtime, _short_repr(outcome.value))
+        elif outcome.status == states.FAILURE and is_expected(task, outcome.exception):
+            # One of the task's ``throws``: an expected error, without its traceback.
+            logger.info("task %s[%s] failed in %.3fs: %r", message.task, message.id,
+                        runtime, outcome.exception)
         elif outcome.status == states.FAILURE:
             logger.error("task %s[%s] failed in %.3fs: %s", message.task, message.id,
                          runtime, outcome.traceback.rstrip())

@@ -34,7 +34,6 @@ class _Sync:
 
 
 _STOP = object()
-_OPEN = frozenset({states.PENDING, states.STARTED})
 
 
 class ResultWriter:
@@ -152,7 +151,7 @@ class ResultWriter:
         done = [r.task_id for r in stored if r.status in states.READY_STATES]
         # An attempt is settled once its last row (RETRY or ready) is stored:
         # a dead executor's reaper then has nothing of it to settle.
-        settled = [r.task_id for r in stored if r.status not in _OPEN]
+        settled = [r.task_id for r in stored if states.settles(r.status)]
         try:
             if acks or settled:
                 self.consumer.ack(acks, settled=settled)

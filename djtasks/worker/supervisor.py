@@ -30,6 +30,7 @@ from ..brokers import Broker, Consumer, Fate, Reaped, get_broker
 from ..conf import get_settings
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
 from ..models import TaskResult
+from ..registry import registry
 from ..utils import install_task_record_factory
 from .executor import Limits
 from .pools import POOLS, Kill, Pool
@@ -125,6 +126,10 @@ class Supervisor:
     # -- signals -------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        how = "Cold" if self.stopping else "Warm"
+        signals.worker_shutting_down.send_robust(sender=self.options.hostname,
+                                                 sig=signal.Signals(signum).name, how=how,
+                                                 exitcode=0)
         if self.stopping:
             logger.warning("cold shutdown (second signal): giving messages back")
             self._go_cold()
@@ -245,7 +250,9 @@ class Supervisor:
         if changed and row:  # its executor died before it could report the run
             self.reporter.finished(row[0], row[1], status, None)
         if kill is Kill.TERMINATE:
-            signals.task_revoked.send(sender=name, request=None, task_id=task_id,
+            # The task object as sender, as Celery sends it (its name if unknown).
+            task = registry.get(name) if name is not None and name in registry else name
+            signals.task_revoked.send(sender=task, request=None, task_id=task_id,
                                       terminated=True, signum=signal.SIGKILL, expired=False)
 
     # -- running -------------------------------------------------------------
@@ -264,6 +271,7 @@ class Supervisor:
 
     def run(self) -> int:
         install_task_record_factory()
+        signals.worker_init.send(sender=self.options.hostname)
         in_main = threading.current_thread() is threading.main_thread()
         previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
         if in_main:

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import autoreload
 
+from djtasks import signals
 from djtasks.brokers import get_broker
 from djtasks.conf import QUEUE_NAME_RE, get_settings
 from djtasks.exceptions import BrokerError
@@ -193,7 +194,8 @@ class Command(BaseCommand):
             prefetch_multiplier=options["prefetch_multiplier"] or s.PREFETCH_MULTIPLIER,
             hostname=options["hostname"] or default_hostname(),
             limits=Limits(
-                time_limit=options["time_limit"], soft_time_limit=options["soft_time_limit"],
+                time_limit=options["time_limit"] or s.TIME_LIMIT,
+                soft_time_limit=options["soft_time_limit"] or s.SOFT_TIME_LIMIT,
                 max_tasks_per_child=options["max_tasks_per_child"] if recycles else None,
                 max_memory_per_child=options["max_memory_per_child"] if recycles else None,
             ),
@@ -246,6 +248,12 @@ class Command(BaseCommand):
         included, prints in TASK_FORMAT. A project's own handler on ``djtasks``
         is left alone: a root handler too would print each line twice."""
         install_task_record_factory()
+        if signals.setup_logging.has_listeners():
+            # Celery's rule: a project that connects setup_logging configures
+            # logging itself, and the worker leaves it alone.
+            signals.setup_logging.send(sender=None, loglevel=level, logfile=None,
+                                       format=TASK_FORMAT, colorize=False)
+            return
         djtasks_logger = logging.getLogger("djtasks")
         djtasks_logger.setLevel(level)
         root = logging.getLogger()

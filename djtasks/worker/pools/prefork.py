@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from django.db import connections
 
+from ... import signals
 from ...brokers import reset_broker
 from ...exceptions import BrokerError
 from ..executor import RECYCLE
@@ -42,6 +43,16 @@ def _die_with_parent() -> None:
         pr_set_pdeathsig = 1
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _process_init() -> None:
+    """Celery's ``worker_process_init``, in the child before it takes a
+    message. A receiver that raises is logged: failing here would make the
+    supervisor replace the child for ever."""
+    for receiver, response in signals.worker_process_init.send_robust(sender=None):
+        if isinstance(response, Exception):
+            logger.error("worker_process_init receiver %r raised: %r", receiver, response,
+                         exc_info=response)
 
 
 class PreforkPool(Pool):
@@ -145,6 +156,7 @@ class PreforkPool(Pool):
             reset_broker()
             if self._pipe is not None:
                 self.reporter = self._pipe.child_reporter()
+            _process_init()
             executor = self._make_executor(consumer, self.slots.slot(slot))
             signal.signal(signal.SIGTERM, lambda *_: executor.stop())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
