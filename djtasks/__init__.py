@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .canvas import Signature, chain, chord, chunks, group, signature
 from .exceptions import (
     DjtasksError,
     MaxRetriesExceededError,
@@ -15,22 +16,29 @@ from .exceptions import (
     TaskError,
 )
 from .registry import registry
-from .result import AsyncResult, EagerResult, revoke
+from .result import AsyncResult, EagerResult, GroupResult, revoke
 from .task import Task, shared_task
 
 __all__ = [
     "AsyncResult",
     "DjtasksError",
     "EagerResult",
+    "GroupResult",
     "MaxRetriesExceededError",
     "Retry",
+    "Signature",
     "Task",
     "TaskArgumentError",
     "TaskError",
+    "chain",
+    "chord",
+    "chunks",
+    "group",
     "registry",
     "revoke",
     "send_task",
     "shared_task",
+    "signature",
 ]
 
 __version__ = "0.1.0"

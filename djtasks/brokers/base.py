@@ -12,7 +12,8 @@ test suite every broker passes.
   that dies loses nothing: once its lease runs out, any worker's ``reap()``
   hands its messages back to their queues.
 - Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
-  ``WorkerRegistry``, ``ResultNotices``. ``Broker`` is all of them.
+  ``WorkerRegistry``, ``ResultNotices``, ``ChordCounters``. ``Broker`` is
+  all of them.
 
 Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
@@ -330,7 +331,29 @@ class ResultNotices(ABC):
         """
 
 
-class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices):
+class ChordCounters(ABC):
+    """Which members of a chord are done, counted in the broker (no polling
+    task, unlike Celery's ``chord_unlock``; docs/canvas.md).
+
+    A set of member ids per chord, not a bare counter: a member that runs
+    twice (``acks_late`` after a worker died, or a rerun) is counted once.
+    """
+
+    @abstractmethod
+    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
+        """Record ``member_id`` as done, atomically; True if all ``size``
+        members of ``chord_id`` are recorded now (also when this member was
+        recorded before: a rerun of the last member still sees the chord
+        complete). The chord's state is forgotten ``ttl`` seconds after its
+        last member was recorded, if ``forget_chord`` is never called."""
+
+    @abstractmethod
+    def forget_chord(self, chord_id: str) -> None:
+        """Forget the chord's state (once its callback is enqueued, or it failed)."""
+
+
+class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices,
+             ChordCounters):
     """A whole broker: the transport and every role. ``get_broker()`` returns one."""
 
     max_deaths: int = 3

@@ -23,8 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import DatabaseError, connections, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q
 
 from ..exceptions import BrokerError
 from ..message import Message
@@ -32,6 +32,8 @@ from . import envelope_priority
 from .base import Broker, Consumer, DeadLetter, Delivery, DoneListener, Fate, Reaped, Started
 from .tables import (
     BrokerConsumer,
+    ChordMember,
+    ChordState,
     Duty,
     QueuedMessage,
     RateBucket,
@@ -315,6 +317,40 @@ class DatabaseBroker(Broker):
             row.holder, row.until = holder, now + ttl
             row.save(update_fields=["holder", "until"])
         return True
+
+    # -- chords --------------------------------------------------------------
+
+    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
+        # The member row is unique, so a rerun is not counted again; the
+        # chord row's UPDATE lock orders two members finishing at once, so
+        # exactly one of them sees the last count.
+        now = self.clock()
+        with self._write():
+            states = ChordState.objects.using(self.alias)
+            states.filter(prefix=self.prefix, chord_id=chord_id, expires__lt=now).delete()
+            states.get_or_create(prefix=self.prefix, chord_id=chord_id,
+                                 defaults={"expires": now + ttl})
+            try:
+                with transaction.atomic(using=self.alias):
+                    ChordMember.objects.using(self.alias).create(
+                        prefix=self.prefix, chord_id=chord_id, member_id=member_id)
+                added = 1
+            except IntegrityError:
+                added = 0
+            mine = self._rows(ChordState).filter(chord_id=chord_id)
+            mine.update(done=F("done") + added, expires=now + ttl)
+            done = mine.values_list("done", flat=True).get()
+        return done >= size
+
+    def forget_chord(self, chord_id: str) -> None:
+        with self._write():
+            self._rows(ChordMember).filter(chord_id=chord_id).delete()
+            self._rows(ChordState).filter(chord_id=chord_id).delete()
+            # Chords that failed or were abandoned go with the next one.
+            stale = self._rows(ChordState).filter(expires__lt=self.clock())
+            self._rows(ChordMember).filter(
+                chord_id__in=list(stale.values_list("chord_id", flat=True)[:1000])).delete()
+            stale.delete()
 
     # -- dead letters --------------------------------------------------------
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from django.db import close_old_connections
 
-from .. import enqueue, signals, states
+from .. import enqueue, signals, states, workflow
 from ..brokers import Broker, Consumer, Delivery, Started
 from ..exceptions import (
     BrokerError,
@@ -192,6 +192,7 @@ class Executor:
         if message.id != delivery.id:
             self._dead_letter(delivery, f"the envelope id {message.id!r} is not the frame's")
             return
+        message = workflow.unpack_errback(message)
         try:
             task = registry.get(message.task)
         except NotRegistered as exc:
@@ -324,14 +325,17 @@ class Executor:
             logger.error("task %s[%s] failed in %.3fs: %s", message.task, message.id,
                          runtime, outcome.traceback.rstrip())
         late_ack = message.id if task.acks_late else None
+        then = workflow.after(task, message, outcome)  # None outside a workflow
         if store:
             self.results.add(TaskResult.from_message(
                 message, outcome.status, worker=self.name, started=outcome.started,
                 finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
-            ), late_ack=late_ack)
-        elif late_ack is not None:
-            self._acks.append(late_ack)
+            ), late_ack=late_ack, then=then)
+        else:
+            workflow.run(then, message.id)  # no row to wait for
+            if late_ack is not None:
+                self._acks.append(late_ack)
         if attempt is not None:
             self._publish_retry(message, attempt)
 

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connections
@@ -53,11 +54,17 @@ class ResultWriter:
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._then: dict[int, Callable[[], None]] = {}  # id(row) -> follow-ups
         self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer.name}",
                                         daemon=True)
         self._thread.start()
 
-    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+    def add(self, row: TaskResult, late_ack: str | None = None,
+            then: Callable[[], None] | None = None) -> None:
+        """Queue ``row``; ``then`` (a workflow's follow-ups, djtasks/workflow.py)
+        runs once the row is stored, before ``late_ack`` is acked."""
+        if then is not None:
+            self._then[id(row)] = then
         self._queue.put((row, late_ack))
 
     def sync(self, timeout: float = 60.0) -> bool:
@@ -147,6 +154,7 @@ class ResultWriter:
         except DatabaseError:
             self._close_old_connections()
             batch = self._write_one_by_one(batch)
+        self._follow_up(rows)
         acks = [ack for _, ack in batch if ack is not None]
         stored = [r for r, _ in batch]
         done = [r.task_id for r in stored if r.status in states.READY_STATES]
@@ -164,6 +172,19 @@ class ResultWriter:
             logger.error("could not ack/notify after storing results: %s", exc)
 
 
+    def _follow_up(self, rows: list[TaskResult]) -> None:
+        """Run the follow-ups of the rows just written (whether stored or
+        refused as late: a rerun's follow-ups are claimed, so run once)."""
+        if not self._then:
+            return
+        from ..workflow import run
+
+        for row in rows:
+            then = self._then.pop(id(row), None)
+            if then is not None:
+                run(then, row.task_id)
+
+
 class InlineResultWriter(ResultWriter):
     """Writes each row at once, in the calling thread, on its database
     connections, which it never closes: for tasks run inside a test's
@@ -173,8 +194,12 @@ class InlineResultWriter(ResultWriter):
     def __init__(self, broker: Broker, consumer: Consumer) -> None:
         self.broker = broker
         self.consumer = consumer
+        self._then = {}
 
-    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+    def add(self, row: TaskResult, late_ack: str | None = None,
+            then: Callable[[], None] | None = None) -> None:
+        if then is not None:
+            self._then[id(row)] = then
         self._write([(row, late_ack)])
 
     def sync(self, timeout: float = 60.0) -> bool:

@@ -281,3 +281,6 @@ def log_record_process_name() -> str:
     import logging
 
     return logging.makeLogRecord({}).processName or ""
+
+
+from . import canvas_tasks  # noqa: E402,F401  (the canvas tests' tasks, registered with these)

@@ -1,0 +1,665 @@
+"""Signatures, chains, groups and chords: Celery's canvas (docs/canvas.md).
+
+A ``Signature`` is a dict (``task``, ``args``, ``kwargs``, ``options``,
+``immutable``, ``subtask_type``), as Celery's is, so it travels in a
+message as JSON. Applying a workflow fixes every task id in it at once
+(``freeze``); the first messages carry the rest as options (``link``,
+``link_error``, ``chain``, ``chord``), and the worker enqueues each next
+step after the result it depends on is stored (djtasks/workflow.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .conf import get_settings
+from .exceptions import TaskArgumentError
+from .registry import registry
+from .request import current_request
+from .task import shared_task
+
+if TYPE_CHECKING:
+    from .message import Message
+    from .result import AsyncResult, EagerResult, GroupResult
+    from .task import Task
+
+# Options a signature passes to the message it becomes (Task.build_message's).
+MESSAGE_KEYS = ("countdown", "eta", "expires", "queue", "priority", "task_id", "time_limit",
+                "soft_time_limit")
+# Options that act when the signature is applied (enqueue's), or after the run.
+APPLY_KEYS = ("on_commit", "using")
+CANVAS_KEYS = ("link", "link_error", "chain", "chord", "group_id", "group_index", "errback")
+KNOWN_OPTIONS = frozenset((*MESSAGE_KEYS, *APPLY_KEYS, *CANVAS_KEYS))
+
+
+class Signature(dict[str, Any]):
+    """A task call to make later: name, partial arguments and options (Celery's ``Signature``).
+
+    ``Signature(task, args=None, kwargs=None, options=None, immutable=False)``;
+    ``task`` is a ``Task`` or a registered name. Calling ``apply_async(args,
+    kwargs, **options)`` prepends ``args`` to the partial ones, merges
+    ``kwargs`` and options (unless ``immutable``: then only options).
+    Raises ``TypeError`` for an unknown option.
+    """
+
+    def __init__(self, task: Any = None, args: Sequence[Any] | None = None,
+                 kwargs: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+                 *, immutable: bool = False, subtask_type: str | None = None,
+                 **more_options: Any) -> None:
+        name = getattr(task, "name", task)
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"a signature needs a task or a task name, not {task!r}")
+        opts = {**(options or {}), **more_options}
+        _check_options(name, opts)
+        super().__init__(task=name, args=list(args or ()), kwargs=dict(kwargs or {}),
+                         options=opts, immutable=bool(immutable), subtask_type=subtask_type)
+
+    # Celery's attribute names.
+    @property
+    def task(self) -> str:
+        return str(self["task"])
+
+    @property
+    def name(self) -> str:
+        return self.task
+
+    @property
+    def args(self) -> list[Any]:
+        return list(self["args"])
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self["kwargs"])
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self["options"]  # type: ignore[no-any-return,unused-ignore]
+
+    @property
+    def immutable(self) -> bool:
+        return bool(self.get("immutable"))
+
+    @property
+    def subtask_type(self) -> str | None:
+        return self.get("subtask_type")
+
+    @property
+    def id(self) -> str | None:
+        return self.options.get("task_id")
+
+    @property
+    def type(self) -> Task:
+        """The registered ``Task`` (``NotRegistered`` if there is none by that name)."""
+        return registry.get(self.task)
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self["args"]]
+        parts += [f"{k}={v!r}" for k, v in self["kwargs"].items()]
+        return f"{'%' if self.immutable else ''}{self.task}({', '.join(parts)})"
+
+    # -- building ------------------------------------------------------------
+
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        """A copy with ``args`` prepended (unless immutable), ``kwargs`` and
+        ``options`` merged in (Celery's ``Signature.clone``)."""
+        new = _copy(self)
+        if not new.immutable:
+            new["args"] = [*(args or ()), *new["args"]]
+            new["kwargs"] = {**new["kwargs"], **(kwargs or {})}
+        _check_options(new.task, options)
+        new["options"].update(options)
+        return new
+
+    def set(self, immutable: bool | None = None, **options: Any) -> Signature:
+        """Set options in place (``queue``, ``countdown``, ``link``...); returns self."""
+        _check_options(self.task, options)
+        self["options"].update(options)
+        if immutable is not None:
+            self["immutable"] = bool(immutable)
+        return self
+
+    def set_immutable(self, immutable: bool) -> None:
+        self["immutable"] = bool(immutable)
+
+    def link(self, callback: Signature) -> Signature:
+        """Enqueue ``callback`` with this task's result after it succeeds; returns ``callback``."""
+        self["options"]["link"] = [*_as_list(self.options.get("link")), callback]
+        return callback
+
+    def link_error(self, errback: Signature) -> Signature:
+        """Enqueue ``errback`` once after this task finally fails; returns ``errback``."""
+        self["options"]["link_error"] = [*_as_list(self.options.get("link_error")), errback]
+        return errback
+
+    def on_error(self, errback: Signature) -> Signature:
+        """``link_error(errback)``, returning self (Celery's ``on_error``)."""
+        self.link_error(errback)
+        return self
+
+    def freeze(self, _id: str | None = None) -> AsyncResult:
+        """Fix this signature's task id now (``task_id`` option); return its result."""
+        from .result import AsyncResult
+
+        self["options"].setdefault("task_id", _id or str(uuid.uuid4()))
+        return AsyncResult(self["options"]["task_id"], task_name=self.task)
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return chain(self, other)
+
+    # -- applying ------------------------------------------------------------
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        """Send this signature's task (``Task.apply_async``'s options); return its result."""
+        sig = self.clone(args, kwargs, **options)
+        opts = dict(sig.options)
+        if "chain" in opts or "chord" in opts or "group_id" in opts:
+            raise TypeError(f"{sig.task}: chain, chord and group_id are set by the canvas")
+        return sig.type.apply_async(sig.args, sig.kwargs, **opts)
+
+    def apply(self) -> Any:
+        """Run the task here, now (``Task.apply``): an ``EagerResult``."""
+        return self.type.apply(self.args, self.kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the task here and now with the merged arguments (Celery's ``Signature.__call__``)."""
+        sig = self.clone(args, kwargs)
+        return sig.type(*sig.args, **sig.kwargs)
+
+
+class chain(Signature):
+    """Tasks run one after another, each given the result of the one before
+    (Celery's ``chain``; ``a.s() | b.s()`` makes one). A group followed by a
+    task becomes a chord. ``link_error`` given to the chain is called if any
+    of its tasks fails (Celery ignores it after the first task: celery#3317).
+    ``apply_async`` returns the last task's result, whose ``parent`` is the
+    one before."""
+
+    def __init__(self, *tasks: Any, **options: Any) -> None:
+        if len(tasks) == 1 and isinstance(tasks[0], list | tuple):
+            tasks = tuple(tasks[0])
+        flat: list[Signature] = []
+        for t in tasks:
+            t = signature(t)
+            if isinstance(t, chain):
+                flat.extend(t.tasks)
+            elif flat and isinstance(flat[-1], group) and not isinstance(t, group):
+                flat[-1] = chord(flat[-1].tasks, t)
+            elif flat and isinstance(flat[-1], chord) and not isinstance(t, group):
+                body = flat[-1].body
+                assert body is not None
+                flat[-1] = flat[-1].with_body(body | t)
+            else:
+                flat.append(t)
+        if not flat:
+            raise TypeError("chain() needs at least one task")
+        super().__init__("djtasks.chain", (), {"tasks": flat}, options, subtask_type="chain")
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return [signature(t) for t in self["kwargs"]["tasks"]]
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return chain(*self.tasks, other, **self.options)
+
+    def __repr__(self) -> str:
+        return " | ".join(repr(t) for t in self.tasks)
+
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        tasks = self.tasks
+        if args or kwargs:
+            tasks[0] = tasks[0].clone(args, kwargs)
+        return chain(*tasks, **{**self.options, **options})
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        if get_settings().ALWAYS_EAGER:
+            return self.clone(args, kwargs, **options).apply()
+        return _apply(self.clone(args, kwargs, **options))
+
+    def apply(self) -> EagerResult:
+        """Run every task here, in order (Celery's eager chain)."""
+        result: Any = None
+        previous: list[Any] = []
+        for step in self.tasks:
+            result = _eager(step.clone(previous))
+            previous = [result.get()]
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
+class group(Signature):
+    """Tasks run in parallel (Celery's ``group``); ``apply_async`` returns a
+    ``GroupResult``. Every member's row carries the group's id (``group_id``)."""
+
+    def __init__(self, *tasks: Any, **options: Any) -> None:
+        if len(tasks) == 1 and not isinstance(tasks[0], dict):
+            tasks = tuple(tasks[0])  # group([sigs]) or group(generator)
+        sigs = [signature(t) for t in tasks]
+        super().__init__("djtasks.group", (), {"tasks": sigs}, options, subtask_type="group")
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return [signature(t) for t in self["kwargs"]["tasks"]]
+
+    def __len__(self) -> int:
+        return len(self["kwargs"]["tasks"])
+
+    def __repr__(self) -> str:
+        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return chord(self.tasks, other)
+
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        return group([t.clone(args, kwargs) for t in self.tasks], **{**self.options, **options})
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> GroupResult:
+        if get_settings().ALWAYS_EAGER:
+            return self.clone(args, kwargs, **options).apply()
+        return _apply(self.clone(args, kwargs, **options))  # type: ignore[no-any-return,unused-ignore]
+
+    def apply(self) -> GroupResult:
+        from .result import GroupResult
+
+        gid = self.options.get("task_id") or str(uuid.uuid4())
+        return GroupResult(gid, [_eager(t) for t in self.tasks])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
+class chord(Signature):
+    """A group whose callback runs once with the list of their results, in
+    order (Celery's ``chord(header)(callback)``). Completion is counted in
+    the broker (``ChordCounters``), so no task polls for it; the callback
+    runs once, also when members run twice. A member that fails ends the
+    chord FAILURE with its error, and the callback's ``link_error`` is
+    called once. ``apply_async`` returns the callback's result, whose
+    ``parent`` is the header's ``GroupResult``."""
+
+    def __init__(self, header: Any, body: Any = None, **options: Any) -> None:
+        if isinstance(header, group):
+            header = header.tasks
+        elif isinstance(header, dict):
+            header = [header]
+        sigs = [signature(t) for t in header]
+        for s in sigs:
+            if s.subtask_type is not None:
+                raise TypeError(f"a chord's header members must be task signatures, not {s!r}")
+        kwargs = {"header": sigs, "body": None if body is None else signature(body)}
+        super().__init__("djtasks.chord", (), kwargs, options, subtask_type="chord")
+
+    @property
+    def tasks(self) -> list[Signature]:
+        return [signature(t) for t in self["kwargs"]["header"]]
+
+    @property
+    def body(self) -> Signature | None:
+        body = self["kwargs"]["body"]
+        return None if body is None else signature(body)
+
+    def with_body(self, body: Signature) -> chord:
+        return chord(self.tasks, body, **self.options)
+
+    def __repr__(self) -> str:
+        return f"chord([{', '.join(repr(t) for t in self.tasks)}], {self.body!r})"
+
+    def clone(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+              **options: Any) -> Signature:
+        return chord([t.clone(args, kwargs) for t in self.tasks], self.body,
+                     **{**self.options, **options})
+
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        return (self if body is None else self.with_body(signature(body))).apply_async(**options)
+
+    def apply_async(self, args: Sequence[Any] | None = None,
+                    kwargs: dict[str, Any] | None = None, **options: Any) -> Any:
+        body = options.pop("body", None)
+        base = self if body is None else self.with_body(signature(body))
+        sig = base.clone(args, kwargs, **options)
+        if base.body is None:
+            raise TypeError("a chord needs a callback: chord(header)(callback)")
+        if get_settings().ALWAYS_EAGER:
+            return sig.apply()
+        return _apply(sig)
+
+    def apply(self) -> EagerResult:
+        results = group(self.tasks).apply()
+        assert self.body is not None
+        return _eager(self.body.clone([results.get()]))
+
+
+def signature(varies: Any, *args: Any, **kwargs: Any) -> Signature:
+    """A signature from a task, a name, or a signature's dict (one that travelled);
+    Celery's ``signature``. ``signature("app.tasks.add", args=(2, 2), countdown=10)``."""
+    if isinstance(varies, dict) and not isinstance(varies, Signature):
+        kind = varies.get("subtask_type")
+        if kind == "chain":
+            return chain(*varies["kwargs"]["tasks"], **varies.get("options", {}))
+        if kind == "group":
+            return group(varies["kwargs"]["tasks"], **varies.get("options", {}))
+        if kind == "chord":
+            return chord(varies["kwargs"]["header"], varies["kwargs"]["body"],
+                         **varies.get("options", {}))
+        return Signature(varies["task"], varies.get("args"), varies.get("kwargs"),
+                         varies.get("options"), immutable=bool(varies.get("immutable")))
+    if isinstance(varies, Signature):
+        return varies
+    return Signature(varies, *args, **kwargs)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise TypeError(f"{name}: unknown signature option(s) {', '.join(unknown)}; known: "
+                        f"{', '.join(sorted(KNOWN_OPTIONS - set(CANVAS_KEYS[2:])))}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else list(value)
+
+
+def _copy(sig: Signature) -> Signature:
+    """A copy deep in the canvas's structure (options, nested signatures),
+    shallow in the arguments' values."""
+    new = signature(dict(sig, args=list(sig["args"]), kwargs=dict(sig["kwargs"]),
+                         options=copy.copy(sig["options"])))
+    return new
+
+
+# -- the wire ------------------------------------------------------------------
+
+
+def to_wire(sig: Signature, where: str = "link") -> dict[str, Any]:
+    """``sig`` as JSON data for a message's options (arguments through the codec).
+    Raises ``TaskArgumentError`` if an argument cannot travel."""
+    try:
+        return codec.encode(dict(sig), (where,))  # type: ignore[no-any-return,unused-ignore]
+    except codec.UnencodableValue as exc:
+        raise TaskArgumentError(
+            f"{sig.task}: an argument of a signature in {where} cannot travel: {exc.hint} "
+            f"(at {codec.path_name(exc.path)})") from None
+
+
+def from_wire(data: Any) -> Signature:
+    """The signature ``to_wire`` wrote."""
+    return signature(codec.decode(data))
+
+
+def wire_list(value: Any, where: str = "link") -> list[dict[str, Any]] | None:
+    """``link``/``link_error`` for a message: each signature frozen (a task
+    id fixed now, on a copy) and on the wire; None if there are none."""
+    sigs = [_frozen(signature(s)) for s in _as_list(value)]
+    return [to_wire(s, where) for s in sigs] or None
+
+
+# -- applying a workflow: every id fixed first, then the first messages -------
+
+
+def _frozen(sig: Signature) -> Signature:
+    """A copy of ``sig`` with every task id in it fixed (``task_id``), and
+    every group's and chord's id, recursively. Follow-ups enqueued later by
+    a worker use these ids, so enqueuing one twice is seen and skipped."""
+    sig = _copy(sig)
+    sig["options"].setdefault("task_id", str(uuid.uuid4()))
+    for key in ("link", "link_error"):
+        if key in sig["options"]:
+            sig["options"][key] = [_frozen(signature(s)) for s in _as_list(sig.options[key])]
+    if isinstance(sig, chain | group):
+        sig["kwargs"]["tasks"] = [_frozen(t) for t in sig.tasks]
+    elif isinstance(sig, chord):
+        sig["kwargs"]["header"] = [_frozen(t) for t in sig.tasks]
+        sig["kwargs"]["body"] = _frozen(sig.body) if sig.body is not None else None
+    return sig
+
+
+class Lineage:
+    """Where a workflow's first messages hang: parent and root task ids, and
+    the ``created`` time (seconds) they carry. A worker's follow-ups use the
+    finished task's id and its message's ``created``, the same on a rerun,
+    so the broker sees a second publish as the same message."""
+
+    def __init__(self, parent_id: str | None, root_id: str | None, created: float) -> None:
+        self.parent_id, self.root_id, self.created = parent_id, root_id, created
+
+    @classmethod
+    def here(cls) -> Lineage:
+        parent = current_request()
+        if parent is None or parent.id is None:
+            return cls(None, None, time.time())
+        return cls(parent.id, parent.root_id or parent.id, time.time())
+
+
+def plan(sig: Signature, prefix: list[Any], lineage: Lineage,
+         errbacks: list[Signature] | None = None) -> list[tuple[Task, Message]]:
+    """The messages that start frozen ``sig`` now, with ``prefix`` prepended
+    to its arguments (a parent's result); ``errbacks`` are inherited from
+    an enclosing chain and attached to every task in it."""
+    errbacks = errbacks or []
+    if isinstance(sig, chain):
+        steps = sig.tasks
+        first, rest = steps[0], steps[1:]
+        own = [*errbacks, *[signature(e) for e in _as_list(sig.options.get("link_error"))]]
+        if sig.options.get("link"):
+            last = steps[-1] if rest else first
+            for cb in _as_list(sig.options["link"]):
+                last.link(signature(cb))
+        if rest:
+            _attach_rest(first, [_with_errbacks(s, own) for s in rest])
+        return plan(first, prefix, lineage, own)
+    if isinstance(sig, group):
+        gid = sig.options["task_id"]
+        items = []
+        for i, member in enumerate(sig.tasks):
+            member.options.update(group_id=gid, group_index=i)
+            items += plan(member, prefix, lineage, errbacks)
+        return items
+    if isinstance(sig, chord):
+        return _plan_chord(sig, prefix, lineage, errbacks)
+    return [_message(sig, prefix, lineage, errbacks)]
+
+
+def _with_errbacks(sig: Signature, errbacks: list[Signature]) -> Signature:
+    """``sig`` with the chain's errbacks added to each task in it."""
+    for target in _tasks_in(sig):
+        have = {e.get("options", {}).get("task_id") for e in _as_list(target.options.get(
+            "link_error"))}
+        for e in errbacks:
+            if e.options.get("task_id") not in have:
+                target.link_error(e)
+    if isinstance(sig, chord):
+        sig["kwargs"]["header"] = sig.tasks  # the members were edited as copies
+    return sig
+
+
+def _tasks_in(sig: Signature) -> list[Signature]:
+    if isinstance(sig, chord):
+        body = sig.body
+        assert body is not None
+        header = sig.tasks
+        sig["kwargs"]["header"], sig["kwargs"]["body"] = header, body
+        return [*header, *_tasks_in(body)]
+    if isinstance(sig, chain | group):
+        tasks = sig.tasks
+        sig["kwargs"]["tasks"] = tasks
+        return list(itertools.chain.from_iterable(_tasks_in(t) for t in tasks))
+    return [sig]
+
+
+def _attach_rest(sig: Signature, rest: list[Signature]) -> None:
+    """Make ``rest`` (the chain after ``sig``) follow ``sig``."""
+    if isinstance(sig, chord):
+        body = sig.body
+        assert body is not None
+        _attach_rest(body, rest)
+        sig["kwargs"]["body"] = body
+    elif isinstance(sig, group):
+        raise TypeError("a group in a chain is followed by a chord, not by more tasks")
+    else:
+        sig["options"]["chain"] = [*_as_list(sig.options.get("chain")), *rest]
+
+
+def _plan_chord(sig: chord, prefix: list[Any], lineage: Lineage,
+                errbacks: list[Signature]) -> list[tuple[Task, Message]]:
+    body = sig.body
+    assert body is not None
+    header = sig.tasks
+    for e in [*errbacks, *[signature(x) for x in _as_list(sig.options.get("link_error"))]]:
+        body.link_error(e)
+    if not header:  # Celery runs the callback at once with no results
+        return plan(body, [[]], lineage, errbacks)
+    for member in header:
+        if member.type.ignore_result:
+            raise TypeError(f"{member.task} has ignore_result; a chord's members need "
+                            "their results")
+    cid = sig.options["task_id"]
+    state = {"id": cid, "size": len(header), "body": to_wire(body, "chord"),
+             "created": lineage.created}
+    items = []
+    for i, member in enumerate(header):
+        member.options.update(group_id=cid, group_index=i, chord=state)
+        items.append(_message(member, prefix, lineage, errbacks))
+    return items
+
+
+def _message(sig: Signature, prefix: list[Any], lineage: Lineage,
+             errbacks: list[Signature]) -> tuple[Task, Message]:
+    task = sig.type
+    opts = dict(sig.options)
+    args = sig.args if sig.immutable else [*prefix, *sig.args]
+    call = {k: opts[k] for k in MESSAGE_KEYS if k in opts}
+    if errbacks:
+        have = {signature(e).options.get("task_id") for e in _as_list(opts.get("link_error"))}
+        opts["link_error"] = [*_as_list(opts.get("link_error")),
+                              *[e for e in errbacks if e.options.get("task_id") not in have]]
+    message = task.build_message(args, sig.kwargs, **call, link=opts.get("link"),
+                                 link_error=opts.get("link_error"))
+    message.parent_id = lineage.parent_id
+    message.root_id = lineage.root_id
+    message.created = lineage.created
+    if opts.get("chain"):
+        message.options["chain"] = [to_wire(_frozen(signature(s)), "chain")
+                                    for s in opts["chain"]]
+    for key in ("chord", "group_id", "group_index", "errback"):
+        if key in opts:
+            message.options[key] = opts[key]
+    return task, message
+
+
+def _apply(sig: Signature) -> Any:
+    """Freeze ``sig``, enqueue its first messages through the door, and
+    return its result (Celery's): a group's ``GroupResult``, a chain's last
+    task's result with ``parent`` links, a chord's callback's result."""
+    from .enqueue import enqueue_many
+
+    opts = sig.options
+    on_commit, using = opts.pop("on_commit", None), opts.pop("using", None)
+    frozen = _frozen(sig)
+    lineage = Lineage.here()
+    items = plan(frozen, [], lineage)
+    if lineage.root_id is None and items:
+        root = items[0][1].id
+        for _, message in items:
+            message.root_id = root
+    enqueue_many(items, on_commit=on_commit, using=using)
+    return result_of(frozen)
+
+
+def result_of(sig: Signature, parent: Any = None) -> Any:
+    """The result object of frozen ``sig`` (no database read)."""
+    from .result import AsyncResult, GroupResult
+
+    if isinstance(sig, chain):
+        result = None
+        for step in sig.tasks:
+            result = result_of(step, result)
+        return result
+    if isinstance(sig, group):
+        res = GroupResult(sig.options["task_id"], [result_of(t) for t in sig.tasks])
+        res.parent = parent
+        return res
+    if isinstance(sig, chord):
+        header = GroupResult(sig.options["task_id"], [result_of(t) for t in sig.tasks])
+        header.parent = parent
+        assert sig.body is not None
+        return result_of(sig.body, header)
+    result = AsyncResult(sig.options["task_id"], task_name=sig.task)
+    result.parent = parent
+    return result
+
+
+def _eager(sig: Signature) -> Any:
+    return sig.apply()
+
+
+# -- map, starmap, chunks -------------------------------------------------------
+
+
+@shared_task(name="djtasks.map")
+def _map(task: str, it: list[Any]) -> list[Any]:
+    """Call ``task`` on each item, here, in one task (Celery's ``xmap``)."""
+    fn = registry.get(task)
+    return [fn(item) for item in it]
+
+
+@shared_task(name="djtasks.starmap")
+def _starmap(task: str, it: list[Any]) -> list[Any]:
+    """Call ``task(*item)`` for each item, in one task (Celery's ``xstarmap``)."""
+    fn = registry.get(task)
+    return [fn(*item) for item in it]
+
+
+def xmap(task: Task, it: Iterable[Any]) -> Signature:
+    return Signature(_map, (), {"task": task.name, "it": list(it)})
+
+
+def xstarmap(task: Task, it: Iterable[Any]) -> Signature:
+    return Signature(_starmap, (), {"task": task.name, "it": [list(i) for i in it]})
+
+
+class chunks:
+    """``it`` split into parts of ``n`` items, each a ``starmap`` task
+    (Celery's ``chunks``); ``group()`` gives the group, applying it returns
+    its ``GroupResult`` (one list of results per chunk)."""
+
+    def __init__(self, task: Task, it: Iterable[Any], n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise TypeError(f"chunks() needs a chunk size >= 1, not {n!r}")
+        self.task, self.items, self.n = task, [list(i) for i in it], n
+
+    def group(self) -> group:
+        parts = [self.items[i:i + self.n] for i in range(0, len(self.items), self.n)]
+        return group([xstarmap(self.task, part) for part in parts])
+
+    def apply_async(self, **options: Any) -> GroupResult:
+        return self.group().apply_async(**options)
+
+    def delay(self) -> GroupResult:
+        return self.apply_async()
+
+    def __call__(self, **options: Any) -> GroupResult:
+        return self.apply_async(**options)

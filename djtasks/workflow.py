@@ -1,0 +1,220 @@
+"""What a worker does once a task of a workflow has ended: its links, a
+chain's next task, a chord's count and callback, errbacks (docs/canvas.md).
+
+``after()`` is asked by the executor for every final outcome; it returns
+None for a task that belongs to no workflow (the common case costs one
+dict lookup), else a callable the result writer runs once the task's row
+is stored and before its ``acks_late`` message is acked. So a worker that
+dies in between runs the task again (acks_late), and the follow-ups, whose
+ids were fixed when the workflow was applied, are claimed by their rows
+and enqueued once (``enqueue.follow``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from . import codec, enqueue, states
+from .brokers import get_broker
+from .canvas import (
+    Lineage,
+    Signature,
+    _attach_rest,
+    _message,
+    _tasks_in,
+    from_wire,
+    plan,
+    signature,
+)
+from .models import TaskResult, exception_type
+from .request import Request
+
+if TYPE_CHECKING:
+    from .execute import Outcome
+    from .message import Message
+    from .task import Task
+
+logger = logging.getLogger("djtasks.worker")
+
+CHORD_TTL = 7 * 86400.0  # seconds a chord's count is kept after its last member, at most
+_WORKFLOW_KEYS = frozenset(("link", "link_error", "chain", "chord"))
+_REQUEST_FIELDS = ("id", "task", "args", "kwargs", "retries", "queue", "priority",
+                   "parent_id", "root_id", "hostname")
+
+
+def after(task: Task, message: Message, outcome: Outcome) -> Callable[[], None] | None:
+    """The follow-ups of ``message``'s final ``outcome``, to run once its row
+    is stored; None if there are none (no workflow, or a RETRY)."""
+    if not _WORKFLOW_KEYS.intersection(message.options):
+        return None
+    if outcome.status == states.SUCCESS:
+        return partial(_succeeded, message, outcome.value)
+    if outcome.status == states.FAILURE:
+        assert outcome.exception is not None
+        return partial(_failed, message, outcome.exception, outcome.traceback)
+    return None
+
+
+def run(then: Callable[[], None] | None, task_id: str) -> None:
+    """Run follow-ups; an error is logged, never raised into the worker.
+    Their rows were claimed or not: what was claimed and not published is
+    published by the outbox."""
+    if then is None:
+        return
+    try:
+        then()
+    except Exception:
+        logger.exception("could not enqueue the workflow follow-ups of task %s", task_id)
+
+
+def _lineage(message: Message) -> Lineage:
+    return Lineage(message.id, message.root_id or message.id, message.created)
+
+
+def _succeeded(message: Message, value: Any) -> None:
+    opts = message.options
+    lineage = _lineage(message)
+    items = []
+    for wire in opts.get("link") or ():
+        items += plan(from_wire(wire), [value], lineage)
+    steps = opts.get("chain") or []
+    if steps:
+        following = from_wire(steps[0])
+        if steps[1:]:
+            _attach_rest(following, [from_wire(w) for w in steps[1:]])
+        items += plan(following, [value], lineage)
+    enqueue.follow(_unique(items))
+    if "chord" in opts:
+        _chord_member_done(message)
+
+
+def _chord_member_done(message: Message) -> None:
+    state = message.options["chord"]
+    broker = get_broker()
+    if not broker.chord_member_done(state["id"], message.id, state["size"], CHORD_TTL):
+        return
+    results = chord_results(state["id"], state["size"])
+    body = from_wire(state["body"])
+    lineage = Lineage(state["id"], message.root_id or message.id, state["created"])
+    enqueued = enqueue.follow(plan(body, [results], lineage))
+    if enqueued:
+        logger.info("chord %s: all %d members done, callback %s enqueued", state["id"],
+                    state["size"], body.id)
+    broker.forget_chord(state["id"])
+
+
+def chord_results(chord_id: str, size: int) -> list[Any]:
+    """The results of a chord's members, in header order (None for a member
+    whose row is gone)."""
+    results: list[Any] = [None] * size
+    rows = TaskResult.objects.filter(group_id=chord_id).values_list("result", "options")
+    for result, options in rows.iterator(chunk_size=2000):
+        index = (options or {}).get("group_index")
+        if isinstance(index, int) and 0 <= index < size:
+            results[index] = codec.decode(result)
+    return results
+
+
+def _failed(message: Message, exc: BaseException, traceback: str) -> None:
+    opts = message.options
+    lineage = _lineage(message)
+    errbacks = [from_wire(w) for w in opts.get("link_error") or ()]
+    stopped: list[Signature] = [from_wire(w) for w in opts.get("chain") or ()]
+    state = opts.get("chord")
+    if state is not None:
+        body = from_wire(state["body"])
+        errbacks += [s for s in (body.options.get("link_error") or [])]
+        stopped.append(body)
+    items = []
+    for errback in errbacks:
+        items += plan(_errback_call(errback, message, exc, traceback), [], lineage)
+    _fail_stopped(stopped, exc, traceback, lineage)
+    enqueue.follow(_unique(items))
+    if state is not None:
+        get_broker().forget_chord(state["id"])
+        logger.info("chord %s failed: member %s raised %r", state["id"], message.id, exc)
+
+
+def _fail_stopped(stopped: list[Signature], exc: BaseException, traceback: str,
+                  lineage: Lineage) -> None:
+    """Rows of the tasks that will not run because ``exc`` stopped their
+    workflow (a chain's rest, a chord's callback): FAILURE with that error,
+    so waiting on them raises it instead of waiting for ever."""
+    rows = []
+    now = time.time()
+    todo = list(stopped)
+    while todo:
+        for task_sig in _tasks_in(todo.pop(0)):
+            todo += [signature(s) for s in task_sig.options.get("chain") or ()]
+            try:
+                _, msg = _message(task_sig, [], lineage, [])
+            except Exception:  # a task this worker does not know: no row to write
+                logger.exception("cannot write the row of %s, stopped by a failure", task_sig)
+                continue
+            rows.append(TaskResult.from_message(msg, states.FAILURE, finished=now,
+                                                exception=exc, traceback=traceback))
+    if rows:
+        TaskResult.objects.write(rows)
+
+
+def _errback_call(errback: Any, message: Message, exc: BaseException,
+                  traceback: str) -> Signature:
+    """The errback with its arguments, Celery's way: a task that takes three
+    or more arguments is called ``errback(request, exc, traceback)`` (the
+    worker rebuilds the request and the exception, ``unpack_errback``);
+    one that takes fewer gets the failed task's id, ``errback(task_id)``.
+    An immutable errback (``.si()``) gets neither."""
+    sig = signature(errback)
+    if sig.immutable:
+        return sig
+    if not _takes_request(sig):
+        return sig.clone([message.id])
+    request = {k: getattr(message, k, None) for k in _REQUEST_FIELDS if hasattr(message, k)}
+    request["group_id"] = message.options.get("group_id")
+    error = {"type": exception_type(exc), "message": str(exc)}
+    return sig.clone([request, error, traceback], errback=True)
+
+
+def _takes_request(sig: Signature) -> bool:
+    task = sig.type
+    params = list(inspect.signature(task.fn).parameters.values())
+    if task.bind:
+        params = params[1:]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) - len(sig.args) >= 3
+
+
+def unpack_errback(message: Message) -> Message:
+    """Before an errback called Celery's new way runs: its first three
+    arguments become a ``Request``, the exception (its class rebuilt) and
+    the traceback text. Other messages are returned as they are."""
+    if not message.options.get("errback") or len(message.args) < 3:
+        return message
+    from .result import _rebuild_exception
+
+    raw, error, traceback = message.args[:3]
+    fields = {f.name for f in dataclasses.fields(Request)}
+    request = Request(**{k: v for k, v in raw.items() if k in fields}, called_directly=False)
+    request.group = raw.get("group_id")  # type: ignore[attr-defined]
+    exc = _rebuild_exception(error.get("type", ""), error.get("message", ""))
+    message.args = [request, exc, traceback, *message.args[3:]]
+    return message
+
+
+def _unique(items: list[tuple[Task, Message]]) -> list[tuple[Task, Message]]:
+    """One of each follow-up id (a chain's errback is attached to each task in it)."""
+    seen: set[str] = set()
+    out = []
+    for task, message in items:
+        if message.id not in seen:
+            seen.add(message.id)
+            out.append((task, message))
+    return out
