@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from django.utils import timezone
 
 from . import codec
 from .conf import get_settings
@@ -448,10 +449,13 @@ class Lineage:
 
     @classmethod
     def here(cls) -> Lineage:
+        # To the microsecond, as build_message's: the outbox rebuilds
+        # ``created`` from the row, and the broker matches it exactly.
+        now = timezone.now().timestamp()
         parent = current_request()
         if parent is None or parent.id is None:
-            return cls(None, None, time.time())
-        return cls(parent.id, parent.root_id or parent.id, time.time())
+            return cls(None, None, now)
+        return cls(parent.id, parent.root_id or parent.id, now)
 
 
 def plan(sig: Signature, prefix: list[Any], lineage: Lineage,

@@ -16,6 +16,14 @@ from tests.app.tasks import _redis, count
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True, params=["redis", "db"])
+def canvas_broker(request, settings, broker):
+    """Each test runs on the Redis broker and on the database broker."""
+    if request.param == "db":
+        settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": "db://default"}
+    return request.param
+
+
 def drain(burst, rounds=10):
     """Burst until nothing is queued: a follow-up is published once its
     parent's row is stored, which may be after a burst saw empty queues."""

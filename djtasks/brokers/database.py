@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from django.db import DatabaseError, IntegrityError, connections, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 
 from ..exceptions import BrokerError
 from ..message import Message
@@ -321,26 +321,28 @@ class DatabaseBroker(Broker):
     # -- chords --------------------------------------------------------------
 
     def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
-        # The member row is unique, so a rerun is not counted again; the
-        # chord row's UPDATE lock orders two members finishing at once, so
-        # exactly one of them sees the last count.
+        # The chord's row is locked first, so members finishing at once take
+        # turns (no deadlock on MariaDB's gap locks) and exactly one of them
+        # counts the last; the member row is unique, so a rerun counts nothing.
         now = self.clock()
+        with self._errors():
+            ChordState.objects.using(self.alias).get_or_create(
+                prefix=self.prefix, chord_id=chord_id, defaults={"expires": now + ttl})
         with self._write():
-            states = ChordState.objects.using(self.alias)
-            states.filter(prefix=self.prefix, chord_id=chord_id, expires__lt=now).delete()
-            states.get_or_create(prefix=self.prefix, chord_id=chord_id,
-                                 defaults={"expires": now + ttl})
+            state = self._rows(ChordState).select_for_update().filter(chord_id=chord_id).first()
+            if state is None:  # forgotten meanwhile: a rerun after the callback went
+                state = ChordState.objects.using(self.alias).create(
+                    prefix=self.prefix, chord_id=chord_id, expires=now + ttl)
             try:
                 with transaction.atomic(using=self.alias):
                     ChordMember.objects.using(self.alias).create(
                         prefix=self.prefix, chord_id=chord_id, member_id=member_id)
-                added = 1
+                state.done += 1
             except IntegrityError:
-                added = 0
-            mine = self._rows(ChordState).filter(chord_id=chord_id)
-            mine.update(done=F("done") + added, expires=now + ttl)
-            done = mine.values_list("done", flat=True).get()
-        return done >= size
+                pass  # counted before
+            state.expires = now + ttl
+            state.save(update_fields=["done", "expires"])
+        return state.done >= size
 
     def forget_chord(self, chord_id: str) -> None:
         with self._write():
