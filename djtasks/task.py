@@ -275,7 +275,7 @@ class Task:
                     "link": link, "link_error": link_error}
         call_options(per_call)
         if link is not None or link_error is not None:
-            from .canvas import wire_list
+            from .plan import wire_list
 
             per_call["link"], per_call["link_error"] = wire_list(link), wire_list(link_error)
         now = timezone.now().timestamp()

@@ -22,17 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import codec, enqueue, states
 from .brokers import get_broker
-from .canvas import (
-    Lineage,
-    Signature,
-    _attach_rest,
-    _message,
-    _tasks_in,
-    from_wire,
-    plan,
-    signature,
-)
+from .canvas import Signature, signature
 from .models import TaskResult, exception_type
+from .plan import Lineage, attach_rest, from_wire, message_for, plan, tasks_in
 from .request import Request
 
 if TYPE_CHECKING:
@@ -87,7 +79,7 @@ def _succeeded(message: Message, value: Any) -> None:
     if steps:
         following = from_wire(steps[0])
         if steps[1:]:
-            _attach_rest(following, [from_wire(w) for w in steps[1:]])
+            attach_rest(following, [from_wire(w) for w in steps[1:]])
         items += plan(following, [value], lineage)
     enqueue.follow(_unique(items))
     if "chord" in opts:
@@ -134,8 +126,10 @@ def _failed(message: Message, exc: BaseException, traceback: str) -> None:
     items = []
     for errback in errbacks:
         items += plan(_errback_call(errback, message, exc, traceback), [], lineage)
-    _fail_stopped(stopped, exc, traceback, lineage)
-    enqueue.follow(_unique(items))
+    try:
+        _fail_stopped(stopped, exc, traceback, lineage)
+    finally:  # the errbacks go whatever became of those rows
+        enqueue.follow(_unique(items))
     if state is not None:
         get_broker().forget_chord(state["id"])
         logger.info("chord %s failed: member %s raised %r", state["id"], message.id, exc)
@@ -150,10 +144,10 @@ def _fail_stopped(stopped: list[Signature], exc: BaseException, traceback: str,
     now = time.time()
     todo = list(stopped)
     while todo:
-        for task_sig in _tasks_in(todo.pop(0)):
+        for task_sig in tasks_in(todo.pop(0)):
             todo += [signature(s) for s in task_sig.options.get("chain") or ()]
             try:
-                _, msg = _message(task_sig, [], lineage, [])
+                _, msg = message_for(task_sig, [], lineage, [])
             except Exception:  # a task this worker does not know: no row to write
                 logger.exception("cannot write the row of %s, stopped by a failure", task_sig)
                 continue
