@@ -287,7 +287,11 @@ def apply(task: Task, message: Message) -> EagerResult:
 
 def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
     """Run until the task stops asking for retries (each runs at once), then
-    fill ``result``; re-raise with ``EAGER_PROPAGATES``."""
+    fill ``result``; re-raise with ``EAGER_PROPAGATES``. A workflow's links
+    or errbacks run here too (``workflow.after_eager``)."""
+    from . import workflow
+
+    message = workflow.unpack_errback(message)
     while True:
         outcome = execute(task, message, hostname="eager", eager=True)
         if outcome.retry is None:
@@ -297,5 +301,7 @@ def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
             break
         message = Message.decode(attempt.body)
     result._settle(outcome)
+    if message.options:
+        workflow.after_eager(message, outcome)
     if outcome.exception is not None and get_settings().EAGER_PROPAGATES:
         raise outcome.exception

@@ -53,6 +53,15 @@ def after(task: Task, message: Message, outcome: Outcome) -> Callable[[], None] 
     return None
 
 
+def after_revoked(message: Message, exc: BaseException) -> Callable[[], None] | None:
+    """A revoked or expired chord member ends its chord FAILURE (else the
+    chord would wait for ever); a revoked chain link stops its chain
+    silently, as in Celery."""
+    if "chord" not in message.options:
+        return None
+    return partial(_failed, message, exc, "")
+
+
 def run(then: Callable[[], None] | None, task_id: str) -> None:
     """Run follow-ups; an error is logged, never raised into the worker.
     Their rows were claimed or not: what was claimed and not published is
@@ -63,6 +72,21 @@ def run(then: Callable[[], None] | None, task_id: str) -> None:
         then()
     except Exception:
         logger.exception("could not enqueue the workflow follow-ups of task %s", task_id)
+
+
+def after_eager(message: Message, outcome: Outcome) -> None:
+    """With ``ALWAYS_EAGER`` (or ``apply()``): the links or errbacks of
+    ``message`` run here at once, as Celery's eager mode does. Chains,
+    groups and chords applied eagerly run through ``Signature.apply``."""
+    opts = message.options
+    if outcome.status == states.SUCCESS:
+        for wire in opts.get("link") or ():
+            from_wire(wire).clone([outcome.value]).apply()
+    elif outcome.status == states.FAILURE and outcome.exception is not None:
+        for wire in opts.get("link_error") or ():
+            call = _errback_call(from_wire(wire), message, outcome.exception, outcome.traceback)
+            task, errback = message_for(call, [], _lineage(message), [])
+            enqueue.apply(task, errback)
 
 
 def _lineage(message: Message) -> Lineage:

@@ -253,3 +253,34 @@ def test_a_chain_into_a_chord_and_on(burst):
               | ct.double.s()).delay()
     drain(burst)
     assert result.get(timeout=5) == 16
+
+
+# -- eager ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eager(settings):
+    settings.DJTASKS = {**settings.DJTASKS, "ALWAYS_EAGER": True}
+
+
+def test_eager_chain_group_and_chord_run_here(eager, canvas_broker):
+    assert (tasks.add.s(1, 1) | tasks.add.s(2)).delay().get() == 4
+    assert group(tasks.add.s(i, i) for i in range(3)).delay().join() == [0, 2, 4]
+    assert chord(ct.double.s(i) for i in range(3))(ct.tsum.s()).get() == 6
+
+
+def test_eager_link_and_errback_run_here(eager, canvas_broker, counter):
+    c = counter("eager")
+    tasks.add.apply_async((1, 2), link=ct.note.s(c))
+    ct.boom.apply_async((5,), link_error=ct.errback_new.s(c))
+    assert calls(c)[0] == 3
+    assert calls(c)[1][2:] == ["ValueError", "boom 5", True]
+
+
+def test_a_revoked_member_ends_the_chord_failure(burst):
+    result = chord([ct.double.s(1), ct.double.s(2)])(ct.tsum.s())
+    djtasks.revoke(result.parent.results[0].id)
+    drain(burst)
+    assert result.status == states.FAILURE
+    with pytest.raises(djtasks.exceptions.TaskRevokedError):
+        result.get(timeout=5)

@@ -300,10 +300,12 @@ class Executor:
         assert self.results is not None
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
         late_ack = None if acked else message.id
+        exc = TaskRevokedError(reason)
+        then = workflow.after_revoked(message, exc)  # None outside a chord
         if not task.ignore_result:
             self.results.add(TaskResult.from_message(
                 message, states.REVOKED, worker=self.name, finished=time.time(),
-                exception=TaskRevokedError(reason)), late_ack=late_ack)
+                exception=exc), late_ack=late_ack, then=then)
         elif late_ack is not None:
             self._acks.append(late_ack)
         signals.task_revoked.send(
