@@ -348,10 +348,10 @@ class GroupResult:
         from .models import TaskResult
 
         rows = list(TaskResult.objects.filter(group_id=id)
-                    .values_list("task_id", "task_name", "options"))
+                    .values_list("task_id", "task_name", "options__group_index"))
         if not rows:
             return None
-        rows.sort(key=lambda r: (r[2] or {}).get("group_index", 0))
+        rows.sort(key=lambda r: int(r[2] or 0))
         return cls(id, [AsyncResult(task_id, task_name=name) for task_id, name, _ in rows])
 
     def _states(self) -> dict[str, str]:

@@ -16,8 +16,7 @@ import dataclasses
 import inspect
 import logging
 import time
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import codec, enqueue, states
@@ -40,38 +39,72 @@ _REQUEST_FIELDS = ("id", "task", "args", "kwargs", "retries", "queue", "priority
                    "parent_id", "root_id", "hostname")
 
 
-def after(task: Task, message: Message, outcome: Outcome) -> Callable[[], None] | None:
-    """The follow-ups of ``message``'s final ``outcome``, to run once its row
-    is stored; None if there are none (no workflow, or a RETRY)."""
+@dataclass(slots=True)
+class FollowUp:
+    """What a workflow's task left to do once its row is stored."""
+
+    message: Message
+    status: str
+    value: Any = None
+    exception: BaseException | None = None
+    traceback: str = ""
+
+
+def after(task: Task, message: Message, outcome: Outcome) -> FollowUp | None:
+    """The follow-ups of ``message``'s final ``outcome``, for ``run_all``
+    once its row is stored; None if there are none (no workflow, or a RETRY)."""
     if not _WORKFLOW_KEYS.intersection(message.options):
         return None
     if outcome.status == states.SUCCESS:
-        return partial(_succeeded, message, outcome.value)
+        return FollowUp(message, states.SUCCESS, value=outcome.value)
     if outcome.status == states.FAILURE:
-        assert outcome.exception is not None
-        return partial(_failed, message, outcome.exception, outcome.traceback)
+        return FollowUp(message, states.FAILURE, exception=outcome.exception,
+                        traceback=outcome.traceback)
     return None
 
 
-def after_revoked(message: Message, exc: BaseException) -> Callable[[], None] | None:
+def after_revoked(message: Message, exc: BaseException) -> FollowUp | None:
     """A revoked or expired chord member ends its chord FAILURE (else the
     chord would wait for ever); a revoked chain link stops its chain
     silently, as in Celery."""
     if "chord" not in message.options:
         return None
-    return partial(_failed, message, exc, "")
+    return FollowUp(message, states.FAILURE, exception=exc)
 
 
-def run(then: Callable[[], None] | None, task_id: str) -> None:
-    """Run follow-ups; an error is logged, never raised into the worker.
-    Their rows were claimed or not: what was claimed and not published is
+def run_all(follow_ups: list[FollowUp]) -> None:
+    """Run the follow-ups of a batch of stored rows: their links and next
+    steps claimed and enqueued together (``enqueue.follow``), their chord
+    members recorded in one broker call per chord. An error is logged,
+    never raised into the worker: what was claimed and not published is
     published by the outbox."""
-    if then is None:
+    if not follow_ups:
         return
+    items: list[tuple[Task, Message]] = []
+    chords: dict[str, list[Message]] = {}
+    for f in follow_ups:
+        try:
+            if f.status == states.SUCCESS:
+                items += _succeeded(f.message, f.value)
+                if "chord" in f.message.options:
+                    chords.setdefault(f.message.options["chord"]["id"], []).append(f.message)
+            else:
+                assert f.exception is not None
+                _failed(f.message, f.exception, f.traceback)
+        except Exception:
+            logger.exception("could not enqueue the workflow follow-ups of task %s",
+                             f.message.id)
     try:
-        then()
+        enqueue.follow(_unique(items))
     except Exception:
-        logger.exception("could not enqueue the workflow follow-ups of task %s", task_id)
+        logger.exception("could not enqueue the workflow follow-ups of %d task(s)",
+                         len(follow_ups))
+    for members in chords.values():
+        try:
+            _chord_members_done(members)
+        except Exception:
+            logger.exception("could not record %d member(s) of chord %s as done",
+                             len(members), members[0].options["chord"]["id"])
 
 
 def after_eager(message: Message, outcome: Outcome) -> None:
@@ -93,7 +126,7 @@ def _lineage(message: Message) -> Lineage:
     return Lineage(message.id, message.root_id or message.id, message.created)
 
 
-def _succeeded(message: Message, value: Any) -> None:
+def _succeeded(message: Message, value: Any) -> list[tuple[Task, Message]]:
     opts = message.options
     lineage = _lineage(message)
     items = []
@@ -105,20 +138,21 @@ def _succeeded(message: Message, value: Any) -> None:
         if steps[1:]:
             attach_rest(following, [from_wire(w) for w in steps[1:]])
         items += plan(following, [value], lineage)
-    enqueue.follow(_unique(items))
-    if "chord" in opts:
-        _chord_member_done(message)
+    return items
 
 
-def _chord_member_done(message: Message) -> None:
-    state = message.options["chord"]
+def _chord_members_done(members: list[Message]) -> None:
+    """Record members of one chord as done; enqueue its callback if that completed it."""
+    state = members[0].options["chord"]
     broker = get_broker()
-    if not broker.chord_member_done(state["id"], message.id, state["size"], CHORD_TTL):
+    if not broker.chord_members_done(state["id"], [m.id for m in members], state["size"],
+                                     CHORD_TTL):
         return
     results = chord_results(state["id"], state["size"])
     body = from_wire(state["body"])
-    lineage = Lineage(state["id"], message.root_id or message.id, state["created"])
-    enqueued = enqueue.follow(plan(body, [results], lineage))
+    root = members[0].root_id or members[0].id
+    enqueued = enqueue.follow(plan(body, [results], Lineage(state["id"], root,
+                                                             state["created"])))
     if enqueued:
         logger.info("chord %s: all %d members done, callback %s enqueued", state["id"],
                     state["size"], body.id)
@@ -127,13 +161,13 @@ def _chord_member_done(message: Message) -> None:
 
 def chord_results(chord_id: str, size: int) -> list[Any]:
     """The results of a chord's members, in header order (None for a member
-    whose row is gone)."""
+    whose row is gone). Reads each row's result and index, not its options."""
     results: list[Any] = [None] * size
-    rows = TaskResult.objects.filter(group_id=chord_id).values_list("result", "options")
-    for result, options in rows.iterator(chunk_size=2000):
-        index = (options or {}).get("group_index")
-        if isinstance(index, int) and 0 <= index < size:
-            results[index] = codec.decode(result)
+    rows = (TaskResult.objects.filter(group_id=chord_id)
+            .values_list("result", "options__group_index"))
+    for result, index in rows.iterator(chunk_size=2000):
+        if index is not None and 0 <= int(index) < size:
+            results[int(index)] = codec.decode(result)
     return results
 
 

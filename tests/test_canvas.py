@@ -129,7 +129,7 @@ def test_a_link_is_enqueued_once_when_its_task_runs_twice(burst, counter):
 
     outcome = execute(tasks.add, message, hostname="test")
     for _ in range(2):
-        workflow.after(tasks.add, message, outcome)()
+        workflow.run_all([workflow.after(tasks.add, message, outcome)])
     drain(burst)
     assert count(c) == 1
 
@@ -243,7 +243,7 @@ def test_a_chord_member_counted_twice_still_calls_the_callback_once(burst, count
     row = TaskResult.objects.filter(group_id=result.parent.id).first()
     message = Message(id=row.task_id, task=row.task_name, args=[2], kwargs={},
                       queue="default", options=row.options, root_id=row.root_id)
-    workflow._chord_member_done(message)
+    workflow._chord_members_done([message])
     drain(burst)
     assert count(c) == 1 and result.get(timeout=5) == 6
 

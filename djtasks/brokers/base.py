@@ -340,12 +340,14 @@ class ChordCounters(ABC):
     """
 
     @abstractmethod
-    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
-        """Record ``member_id`` as done, atomically; True if all ``size``
-        members of ``chord_id`` are recorded now (also when this member was
-        recorded before: a rerun of the last member still sees the chord
-        complete). The chord's state is forgotten ``ttl`` seconds after its
-        last member was recorded, if ``forget_chord`` is never called."""
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
+        """Record ``member_ids`` (one or more) as done, atomically; True if
+        all ``size`` members of ``chord_id`` are recorded now (also when
+        they were recorded before: a rerun of the last member still sees the
+        chord complete). The chord's state is forgotten ``ttl`` seconds
+        after its last members were recorded, if ``forget_chord`` is never
+        called."""
 
     @abstractmethod
     def forget_chord(self, chord_id: str) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 
 from ..exceptions import BrokerError
@@ -320,10 +320,11 @@ class DatabaseBroker(Broker):
 
     # -- chords --------------------------------------------------------------
 
-    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
         # The chord's row is locked first, so members finishing at once take
         # turns (no deadlock on MariaDB's gap locks) and exactly one of them
-        # counts the last; the member row is unique, so a rerun counts nothing.
+        # counts the last; member rows are unique, so a rerun adds nothing.
         now = self.clock()
         with self._errors():
             ChordState.objects.using(self.alias).get_or_create(
@@ -333,13 +334,12 @@ class DatabaseBroker(Broker):
             if state is None:  # forgotten meanwhile: a rerun after the callback went
                 state = ChordState.objects.using(self.alias).create(
                     prefix=self.prefix, chord_id=chord_id, expires=now + ttl)
-            try:
-                with transaction.atomic(using=self.alias):
-                    ChordMember.objects.using(self.alias).create(
-                        prefix=self.prefix, chord_id=chord_id, member_id=member_id)
-                state.done += 1
-            except IntegrityError:
-                pass  # counted before
+            mine = self._rows(ChordMember).filter(chord_id=chord_id)
+            new = set(member_ids) - set(mine.filter(member_id__in=list(member_ids))
+                                        .values_list("member_id", flat=True))
+            ChordMember.objects.using(self.alias).bulk_create(
+                [ChordMember(prefix=self.prefix, chord_id=chord_id, member_id=m) for m in new])
+            state.done += len(new)
             state.expires = now + ttl
             state.save(update_fields=["done", "expires"])
         return state.done >= size

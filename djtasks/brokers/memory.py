@@ -262,13 +262,14 @@ class MemoryBroker(Broker):
             self._duties[duty] = (holder, now + ttl)
             return True
 
-    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
         with self._cond:
             now = self.clock()
             members, until = self._chords.get(chord_id, (set(), now))
             if until < now:  # expired, as a Redis key would be
                 members = set()
-            members.add(member_id)
+            members.update(member_ids)
             self._chords[chord_id] = (members, now + ttl)
             return len(members) >= size
 

@@ -249,9 +249,10 @@ class RedisBroker(Broker):
 
     # -- chords --------------------------------------------------------------
 
-    def chord_member_done(self, chord_id: str, member_id: str, size: int, ttl: float) -> bool:
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
         return bool(self._call(self._chord, keys=[f"{self.prefix}chord:{chord_id}"],
-                               args=[member_id, size, max(int(ttl * 1000), 1)]))
+                               args=[size, max(int(ttl * 1000), 1), *member_ids]))
 
     def forget_chord(self, chord_id: str) -> None:
         self._call(self.client.delete, f"{self.prefix}chord:{chord_id}")

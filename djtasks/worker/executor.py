@@ -335,7 +335,8 @@ class Executor:
                 exception=outcome.exception, traceback=outcome.traceback,
             ), late_ack=late_ack, then=then)
         else:
-            workflow.run(then, message.id)  # no row to wait for
+            if then is not None:  # no row to wait for
+                workflow.run_all([then])
             if late_ack is not None:
                 self._acks.append(late_ack)
         if attempt is not None:

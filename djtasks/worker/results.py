@@ -15,7 +15,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connections
@@ -54,14 +53,13 @@ class ResultWriter:
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._then: dict[int, Callable[[], None]] = {}  # id(row) -> follow-ups
+        self._then: dict[int, Any] = {}  # id(row) -> its workflow's FollowUp
         self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer.name}",
                                         daemon=True)
         self._thread.start()
 
-    def add(self, row: TaskResult, late_ack: str | None = None,
-            then: Callable[[], None] | None = None) -> None:
-        """Queue ``row``; ``then`` (a workflow's follow-ups, djtasks/workflow.py)
+    def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
+        """Queue ``row``; ``then`` (a workflow's ``FollowUp``, djtasks/workflow.py)
         runs once the row is stored, before ``late_ack`` is acked."""
         if then is not None:
             self._then[id(row)] = then
@@ -173,16 +171,13 @@ class ResultWriter:
 
 
     def _follow_up(self, rows: list[TaskResult]) -> None:
-        """Run the follow-ups of the rows just written (whether stored or
-        refused as late: a rerun's follow-ups are claimed, so run once)."""
+        """Run the follow-ups of the rows just written, together (whether
+        stored or refused as late: a rerun's follow-ups are claimed, so run once)."""
         if not self._then:
             return
-        from ..workflow import run
+        from ..workflow import run_all
 
-        for row in rows:
-            then = self._then.pop(id(row), None)
-            if then is not None:
-                run(then, row.task_id)
+        run_all([f for f in (self._then.pop(id(row), None) for row in rows) if f is not None])
 
 
 class InlineResultWriter(ResultWriter):
@@ -196,8 +191,7 @@ class InlineResultWriter(ResultWriter):
         self.consumer = consumer
         self._then = {}
 
-    def add(self, row: TaskResult, late_ack: str | None = None,
-            then: Callable[[], None] | None = None) -> None:
+    def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
         if then is not None:
             self._then[id(row)] = then
         self._write([(row, late_ack)])
