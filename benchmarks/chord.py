@@ -58,7 +58,7 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
 from benchmarks.benchapp import tasks  # noqa: E402
-from djtasks import chord  # noqa: E402
+from djtasks import chord, group  # noqa: E402
 from djtasks.brokers import tables  # noqa: E402
 from djtasks.models import TaskResult  # noqa: E402
 
@@ -109,7 +109,9 @@ def start_worker(concurrency: int) -> subprocess.Popen[bytes]:
     return worker
 
 
-def one(size: int, concurrency: int, timeout: float) -> dict[str, float]:
+def one(size: int, concurrency: int, timeout: float, kind: str = "chord") -> dict[str, float]:
+    """One chord of ``size`` members (or, ``kind="group"``, the same members
+    as a plain group with no callback: the baseline the chord adds to)."""
     reset()
     client = tasks.client()
     prefix = settings.DJTASKS["KEY_PREFIX"]
@@ -118,12 +120,21 @@ def one(size: int, concurrency: int, timeout: float) -> dict[str, float]:
     try:
         idle = pss_kib(worker.pid)
         start = time.perf_counter()
-        chord(tasks.noop_stored.s(members) for _ in range(size))(
-            tasks.noop_stored.si(callback))
+        header = (tasks.noop_stored.s(members) for _ in range(size))
+        if kind == "chord":
+            chord(header)(tasks.noop_stored.si(callback))
+        else:
+            group(header).apply_async()
         enqueued = time.perf_counter() - start
         peak = idle
         deadline = time.monotonic() + timeout
-        while int(client.get(callback) or 0) < 1:
+
+        def finished() -> bool:
+            if kind == "chord":
+                return int(client.get(callback) or 0) >= 1
+            return TaskResult.objects.filter(status="SUCCESS").count() >= size
+
+        while not finished():
             if time.monotonic() > deadline:
                 raise SystemExit(f"chord.py: a chord of {size} did not complete in {timeout}s")
             peak = max(peak, pss_kib(worker.pid))
@@ -131,12 +142,12 @@ def one(size: int, concurrency: int, timeout: float) -> dict[str, float]:
         total = time.perf_counter() - start
         time.sleep(1.0)  # a second callback, if any, would have run by now
         ran, calls = int(client.get(members) or 0), int(client.get(callback) or 0)
-        if ran < size or calls != 1:
+        if ran < size or calls != (1 if kind == "chord" else 0):
             raise SystemExit(f"chord.py: {ran} of {size} members ran, callback ran {calls} times")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
-    return {"size": size, "enqueue_s": round(enqueued, 3), "total_s": round(total, 3),
+    return {"kind": kind, "size": size, "enqueue_s": round(enqueued, 3), "total_s": round(total, 3),
             "per_member_ms": round(total / size * 1000, 3), "idle_pss_kib": idle,
             "peak_pss_kib": peak, "members_run": ran, "callback_runs": calls}
 
@@ -146,12 +157,14 @@ def main() -> None:
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--kind", choices=["chord", "group"], default="chord",
+                        help="group: the same members with no callback (the baseline)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
-        row = one(size, args.concurrency, args.timeout)
+        row = one(size, args.concurrency, args.timeout, args.kind)
         rows.append(row)
         print(json.dumps({"broker": settings.BENCH_BROKER, **row}), flush=True)
     if args.json:
