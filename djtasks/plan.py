@@ -105,17 +105,28 @@ def plan(sig: Signature, prefix: list[Any], lineage: Lineage,
                 last.link(signature(cb))
         if rest:
             attach_rest(first, [_with_errbacks(s, own) for s in rest])
-        return plan(first, prefix, lineage, own)
+        return plan(_inherit(first, sig), prefix, lineage, own)
     if isinstance(sig, group):
         gid = sig.options["task_id"]
+        own = [*errbacks, *[signature(e) for e in _as_list(sig.options.get("link_error"))]]
         items = []
         for i, member in enumerate(sig.tasks):
             member.options.update(group_id=gid, group_index=i)
-            items += plan(member, prefix, lineage, errbacks)
+            items += plan(_inherit(member, sig), prefix, lineage, own)
         return items
     if isinstance(sig, chord):
         return _plan_chord(sig, prefix, lineage, errbacks)
     return [message_for(sig, prefix, lineage, errbacks)]
+
+
+def _inherit(target: Signature, parent: Signature) -> Signature:
+    """``target`` with the message options (``queue``, ``countdown``...) given
+    to the chain, group or chord it starts, unless it has its own (Celery
+    passes a chain's options to its first task, a group's to each member)."""
+    for key in MESSAGE_KEYS:
+        if key != "task_id" and key in parent.options:
+            target.options.setdefault(key, parent.options[key])
+    return target
 
 
 def _with_errbacks(sig: Signature, errbacks: list[Signature]) -> Signature:
@@ -176,6 +187,7 @@ def _plan_chord(sig: chord, prefix: list[Any], lineage: Lineage,
              "created": lineage.created}
     items = []
     for i, member in enumerate(header):
+        _inherit(member, sig)
         member.options.update(group_id=cid, group_index=i, chord=state)
         items.append(message_for(member, prefix, lineage, errbacks))
     return items

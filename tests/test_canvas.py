@@ -284,3 +284,14 @@ def test_a_revoked_member_ends_the_chord_failure(burst):
     assert result.status == states.FAILURE
     with pytest.raises(djtasks.exceptions.TaskRevokedError):
         result.get(timeout=5)
+
+
+def test_a_groups_and_a_chains_options_go_to_their_tasks(burst):
+    res = group(tasks.add.s(1, 1), tasks.add.s(2, 2).set(queue="other")).apply_async(
+        queue="reports", priority=7)
+    last = chain(tasks.add.s(1, 1), tasks.add.s(1)).apply_async(queue="reports")
+    rows = {r.task_id: r for r in TaskResult.objects.all()}
+    first, second = res.results
+    assert (rows[first.id].queue, rows[first.id].priority) == ("reports", 7)
+    assert rows[second.id].queue == "other"
+    assert rows[last.parent.id].queue == "reports"
