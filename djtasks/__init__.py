@@ -9,6 +9,7 @@ from typing import Any
 
 from . import states
 from .app import Celery, current_app
+from .canvas import Signature, chain, chord, chunks, group, signature
 from .exceptions import (
     DjtasksError,
     Ignore,
@@ -20,7 +21,7 @@ from .exceptions import (
 )
 from .registry import registry
 from .request import current_task
-from .result import AsyncResult, EagerResult, revoke
+from .result import AsyncResult, EagerResult, GroupResult, revoke
 from .task import Task, shared_task
 
 __all__ = [
@@ -28,19 +29,26 @@ __all__ = [
     "Celery",
     "DjtasksError",
     "EagerResult",
+    "GroupResult",
     "Ignore",
     "MaxRetriesExceededError",
     "Reject",
     "Retry",
+    "Signature",
     "Task",
     "TaskArgumentError",
     "TaskError",
+    "chain",
+    "chord",
+    "chunks",
     "current_app",
     "current_task",
+    "group",
     "registry",
     "revoke",
     "send_task",
     "shared_task",
+    "signature",
     "states",
 ]
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 
 from . import states
+from .admin_workflow import WorkflowAdminMixin
 from .models import DeadLetter, TaskResult
 
 STATUS_COLOURS = {
@@ -57,7 +58,7 @@ def _pretty_json(value: Any) -> str:
 
 
 @admin.register(TaskResult)
-class TaskResultAdmin(admin.ModelAdmin):
+class TaskResultAdmin(WorkflowAdminMixin, admin.ModelAdmin):
     list_display = ("task_id", "task_name", "status_badge", "queue", "worker", "created",
                     "run_time")
     list_filter = ("status", TaskNameFilter, QueueFilter, "created")

@@ -158,6 +158,98 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     return AsyncResult(message.id, task_name=message.task)
 
 
+PUBLISH_BATCH = 500  # messages per broker call when many go at once (a group)
+
+
+def _publish_batched(outgoing: Sequence[Outgoing]) -> None:
+    for start in range(0, len(outgoing), PUBLISH_BATCH):
+        publish(outgoing[start:start + PUBLISH_BATCH])
+
+
+def enqueue_many(items: Sequence[tuple[Task, Message]], *, on_commit: bool | None,
+                 using: str | None) -> None:
+    """``enqueue`` for the first messages of a workflow (a group's members,
+    a chain's first task): checked first, all of them, then the PENDING rows
+    in one statement per 500 and the messages in one broker call per 500,
+    with ``enqueue``'s transaction rules. With ``ALWAYS_EAGER`` each runs
+    here. Raises ``TaskArgumentError`` before anything is written."""
+    s = get_settings()
+    if s.ALWAYS_EAGER or len(items) == 1:
+        for task, message in items:
+            enqueue(task, message, on_commit=on_commit, using=using)
+        return
+    outs = [prepare(task, message) for task, message in items]
+    using = using or router.db_for_write(TaskResult)
+    rows = [m for t, m in items if not t.ignore_result]
+    broker = get_broker()
+    if broker.atomic_with == using:
+        with transaction.atomic(using=using):
+            TaskResult.objects.using(using).enqueued_many(rows)
+            for out in outs:
+                _before_publish(out)
+            for start in range(0, len(outs), PUBLISH_BATCH):
+                broker.publish([(o.message, o.body) for o in outs[start:start + PUBLISH_BATCH]])
+            transaction.on_commit(partial(_after_publish_all, outs), using=using)
+        return
+    TaskResult.objects.using(using).enqueued_many(rows)
+    waits = _waits_for_commit(s.ENQUEUE_ON_COMMIT if on_commit is None else on_commit, using)
+    if waits:
+        transaction.on_commit(partial(_publish_many_after_commit, outs), using=using)
+        return
+    try:
+        _publish_batched(outs)
+    except Exception:
+        # As enqueue(): the caller gets the error and no row claims a task exists.
+        TaskResult.objects.using(using).filter(task_id__in=[m.id for m in rows]).delete()
+        raise
+
+
+def _after_publish_all(outs: list[Outgoing]) -> None:
+    for out in outs:
+        _after_publish(out)
+
+
+def _publish_many_after_commit(outs: list[Outgoing]) -> None:
+    try:
+        _publish_batched(outs)
+    except Exception as exc:
+        logger.error("could not publish %d task(s) after commit; their TaskResult rows "
+                     "stay PENDING and a worker publishes them later (the outbox): %s",
+                     len(outs), exc)
+
+
+def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
+    """Enqueue a worker's follow-ups of a finished task (links, errbacks, a
+    chain's next task, a chord's callback), whose ids the workflow fixed
+    when it was applied; return the ids enqueued now.
+
+    A follow-up whose row exists already was enqueued before (by an earlier
+    run of the same task, or by another member of the same chord) and is
+    skipped: its PENDING row is claimed first (``TaskResultQuerySet.claim``),
+    in one transaction with the message on the database broker; on Redis
+    the message is published after, and if the worker dies in between the
+    outbox publishes it from its row. Follow-ups of tasks with
+    ``ignore_result`` have no row to claim; the Redis broker's idempotent
+    publish (same id and ``created``) keeps them single. Raises
+    ``TaskArgumentError`` or ``BrokerError``.
+    """
+    if not items:
+        return []
+    outs = [prepare(task, message) for task, message in items]
+    using = router.db_for_write(TaskResult)
+    broker = get_broker()
+    tracked = [o.message for (t, _), o in zip(items, outs, strict=True) if not t.ignore_result]
+    with transaction.atomic(using=using):
+        claimed = TaskResult.objects.using(using).claim(tracked)
+        todo = [o for (t, _), o in zip(items, outs, strict=True)
+                if t.ignore_result or o.message.id in claimed]
+        if broker.atomic_with == using:
+            _publish_batched(todo)
+            return [o.message.id for o in todo]
+    _publish_batched(todo)
+    return [o.message.id for o in todo]
+
+
 def _publish_after_commit(out: Outgoing) -> None:
     try:
         publish([out])
@@ -202,7 +294,11 @@ def apply(task: Task, message: Message) -> EagerResult:
 
 def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
     """Run until the task stops asking for retries (each runs at once), then
-    fill ``result``; re-raise with ``EAGER_PROPAGATES``."""
+    fill ``result``; re-raise with ``EAGER_PROPAGATES``. A workflow's links
+    or errbacks run here too (``workflow.after_eager``)."""
+    from . import workflow
+
+    message = workflow.unpack_errback(message)
     while True:
         outcome = execute(task, message, hostname="eager", eager=True)
         if outcome.retry is None:
@@ -212,6 +308,8 @@ def _run_eager(task: Task, message: Message, result: EagerResult) -> None:
             break
         message = Message.decode(attempt.body)
     result._settle(outcome)
+    if message.options:
+        workflow.after_eager(message, outcome)
     # Ignore and Reject are how a run ended, not an error to propagate.
     if outcome.status == states.FAILURE and get_settings().EAGER_PROPAGATES:
         assert outcome.exception is not None

@@ -77,6 +77,38 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
             self.bulk_create([row], update_conflicts=True, unique_fields=["task_id"],
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
+    def enqueued_many(self, messages: list[Message]) -> None:
+        """``enqueued`` for many messages at once (a group's members): one
+        INSERT ... ON CONFLICT per 500 rows."""
+        rows = [self.model.from_message(m, states.PENDING) for m in messages]
+        self.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["task_id"],
+                         update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
+
+    def claim(self, messages: list[Message]) -> set[str]:
+        """Write the PENDING rows of the ``messages`` that have no row yet;
+        return their ids. A row that exists is left as it is, so the worker's
+        follow-ups (links, a chain's next task, a chord's callback, whose ids
+        were fixed when the workflow was applied) are enqueued once even if
+        the task that sends them runs twice (docs/canvas.md). Each row is
+        inserted on its own (a savepoint), so two workers claiming at once
+        cannot both win."""
+        from django.db import IntegrityError
+
+        claimed = set()
+        existing = set(self.filter(task_id__in=[m.id for m in messages])
+                       .values_list("task_id", flat=True))
+        for message in messages:
+            if message.id in existing:
+                continue
+            try:
+                with transaction.atomic(using=self.db):
+                    self.model.from_message(message, states.PENDING).save(
+                        using=self.db, force_insert=True)
+            except IntegrityError:
+                continue
+            claimed.add(message.id)
+        return claimed
+
     def write(self, rows: list[TaskResult]) -> None:
         """Store a worker's rows (a batch): each row is written only if
         ``states.may_follow`` allows it after the stored one (the last row of
@@ -247,6 +279,7 @@ class TaskResult(models.Model):
             finished=utc_datetime(finished),
             parent_id=message.parent_id or "",
             root_id=message.root_id or message.id,
+            group_id=message.options.get("group_id") or "",
         )
 
     def refused(self, error: Exception) -> TaskResult:
@@ -286,6 +319,8 @@ class DeadLetter(models.Model):
 from .beat.models import PeriodicTask, ScheduleState  # noqa: E402,F401
 from .brokers.tables import (  # noqa: E402,F401
     BrokerConsumer,
+    ChordMember,
+    ChordState,
     Duty,
     QueuedMessage,
     RateBucket,

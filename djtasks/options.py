@@ -113,6 +113,35 @@ def _check_rate(name: str, value: Any) -> None:
     parse_rate(value)
 
 
+def _is_signature(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("task"), str)
+
+
+def _check_signatures(name: str, value: Any) -> None:
+    """``link``/``link_error``: a signature, or a list of them (djtasks/canvas.py)."""
+    if value is None or _is_signature(value):
+        return
+    if not isinstance(value, list | tuple) or not all(_is_signature(v) for v in value):
+        raise TypeError(f"{name} must be a signature (task.s(...)) or a list of signatures, "
+                        f"not {value!r}")
+
+
+def _check_chord(name: str, value: Any) -> None:
+    if not (isinstance(value, dict) and isinstance(value.get("id"), str)
+            and isinstance(value.get("size"), int) and _is_signature(value.get("body"))):
+        raise TypeError(f"{name} must be a chord header's state (id, size, body), not {value!r}")
+
+
+def _check_group_id(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= 255:
+        raise TypeError(f"{name} must be a group id (1 to 255 characters), not {value!r}")
+
+
+def _check_index(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"{name} must be an int >= 0, not {value!r}")
+
+
 _RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -179,6 +208,15 @@ OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("typing", True, _check_bool),  # bind arguments to the signature at call time
     # Per call only; it travels so the worker sees it (self.request.headers).
     Option("headers", None, _check_headers, task=False, call=True, carried=True),
+    # The canvas (djtasks/canvas.py, docs/canvas.md): what the worker does
+    # once the task has ended, carried as signatures in JSON.
+    Option("link", None, _check_signatures, task=False, call=True, carried=True),
+    Option("link_error", None, _check_signatures, task=False, call=True, carried=True),
+    Option("chain", None, _check_signatures, task=False, carried=True),
+    Option("chord", None, _check_chord, task=False, carried=True),
+    Option("group_id", None, _check_group_id, task=False, carried=True),
+    Option("group_index", None, _check_index, task=False, carried=True),
+    Option("errback", None, _check_bool, task=False, carried=True),
 )}
 
 TASK_OPTIONS = tuple(o for o in OPTIONS.values() if o.task)

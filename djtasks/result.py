@@ -169,6 +169,49 @@ class AsyncResult:
 
     wait = get
 
+    # -- the workflow (djtasks/canvas.py) ------------------------------------
+
+    @property
+    def parent(self) -> AsyncResult | GroupResult | None:
+        """The result of the task (or group) that came before this one: set by
+        the canvas when it applies a workflow, else read from the row's
+        ``parent_id`` (Celery's ``AsyncResult.parent``)."""
+        if "_parent" in self.__dict__:
+            return self.__dict__["_parent"]  # type: ignore[no-any-return,unused-ignore]
+        row = self._fetch()
+        if row is None or not row.parent_id:
+            return None
+        return _result_for_id(row.parent_id)
+
+    @parent.setter
+    def parent(self, value: AsyncResult | GroupResult | None) -> None:
+        self.__dict__["_parent"] = value
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        """Results of the tasks this task sent, from their rows' ``parent_id``;
+        members of one group come as one ``GroupResult`` (Celery's ``children``)."""
+        from .models import TaskResult
+
+        out: list[AsyncResult | GroupResult] = []
+        seen: set[str] = set()
+        rows = (TaskResult.objects.filter(parent_id=self.id).order_by("created", "pk")
+                .values_list("task_id", "group_id"))
+        for task_id, group_id in rows:
+            if not group_id:
+                out.append(AsyncResult(task_id))
+            elif group_id not in seen:
+                seen.add(group_id)
+                out.append(GroupResult.restore(group_id) or GroupResult(group_id))
+        return out
+
+    def collect(self, timeout: float | None = None) -> Any:
+        """Yield ``(result, value)`` for this task and then, depth first, each
+        of its children, waiting for each (Celery's ``collect``)."""
+        yield self, self.get(timeout=timeout)
+        for child in self.children:
+            yield from child.collect(timeout=timeout)
+
     def _value(self, propagate: bool) -> Any:
         row = self._fetch()
         assert row is not None
@@ -257,3 +300,107 @@ class EagerResult:
         if self._exception is not None and propagate:
             raise self._exception
         return self.result
+
+
+def _result_for_id(task_id: str) -> AsyncResult | GroupResult:
+    """A task's result, or a group's if ``task_id`` names a group (a chord
+    callback's parent is its header)."""
+    return GroupResult.restore(task_id) or AsyncResult(task_id)
+
+
+class GroupResult:
+    """The results of a group's members, in order (Celery's ``GroupResult``).
+
+    Found again by id with ``GroupResult.restore(id)``: its members are the
+    ``TaskResult`` rows whose ``group_id`` is the id, ordered by their
+    ``group_index`` option, so ``save()`` has nothing to add.
+    """
+
+    def __init__(self, id: str, results: list[AsyncResult] | None = None) -> None:
+        self.id = id
+        self.results = list(results or [])
+        self.parent: AsyncResult | GroupResult | None = None
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GroupResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Any:
+        return iter(self.results)
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        return self.results
+
+    def save(self) -> GroupResult:
+        """Nothing to do: the members' rows, written at enqueue, are the record."""
+        return self
+
+    @classmethod
+    def restore(cls, id: str) -> GroupResult | None:
+        """The group with this id, from its members' rows; None if it has none."""
+        from .models import TaskResult
+
+        rows = list(TaskResult.objects.filter(group_id=id)
+                    .values_list("task_id", "task_name", "options__group_index"))
+        if not rows:
+            return None
+        rows.sort(key=lambda r: int(r[2] or 0))
+        return cls(id, [AsyncResult(task_id, task_name=name) for task_id, name, _ in rows])
+
+    def _states(self) -> dict[str, str]:
+        from .models import TaskResult
+
+        ids = [r.id for r in self.results]
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 1000):
+            found.update(TaskResult.objects.filter(task_id__in=ids[start:start + 1000])
+                         .values_list("task_id", "status"))
+        return {i: found.get(i, states.PENDING) for i in ids}
+
+    def completed_count(self) -> int:
+        """Members that succeeded (Celery's ``completed_count``)."""
+        return sum(1 for s in self._states().values() if s == states.SUCCESS)
+
+    def ready(self) -> bool:
+        return all(s in states.READY_STATES for s in self._states().values())
+
+    def successful(self) -> bool:
+        return all(s == states.SUCCESS for s in self._states().values())
+
+    def failed(self) -> bool:
+        return any(s == states.FAILURE for s in self._states().values())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def revoke(self, terminate: bool = False) -> None:
+        revoke([r.id for r in self.results], terminate=terminate)
+
+    def forget(self) -> None:
+        for r in self.results:
+            r.forget()
+
+    def join(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
+        """Every member's result, in order, waiting up to ``timeout`` seconds
+        in all (``TimeoutError``); re-raises the first failure with ``propagate``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        values = []
+        for r in self.results:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            values.append(r.get(timeout=left, propagate=propagate))
+        return values
+
+    get = join
+
+    def collect(self, timeout: float | None = None) -> Any:
+        for r in self.results:
+            yield from r.collect(timeout=timeout)

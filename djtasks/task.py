@@ -31,6 +31,7 @@ from .registry import registry
 from .request import Request, current_request, request_scope
 
 if TYPE_CHECKING:
+    from .canvas import Signature
     from .result import AsyncResult, EagerResult
 
 _TASK_ID_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")  # what the broker's frame allows
@@ -227,6 +228,8 @@ class Task(Handlers):
         soft_time_limit: float | None = None,
         ignore_result: bool | None = None,
         headers: dict[str, Any] | None = None,
+        link: Any = None,
+        link_error: Any = None,
     ) -> AsyncResult | EagerResult:
         """Publish a message to run this task in a worker; return its result at once.
 
@@ -247,7 +250,9 @@ class Task(Handlers):
         Raises ``TaskArgumentError`` (a ``TypeError``) before anything is
         written if an argument cannot travel in a message, and ``TypeError``
         for a bad option. With ``ALWAYS_EAGER`` the task runs here instead
-        (an ``EagerResult``).
+        (an ``EagerResult``). ``link``/``link_error`` are signatures (or
+        lists of them) the worker enqueues after success or final failure,
+        as Celery's (docs/canvas.md).
         """
         if self.typing and isinstance(args, list | tuple | None) and isinstance(
                 kwargs, dict | None):
@@ -256,6 +261,7 @@ class Task(Handlers):
             args, kwargs, countdown=countdown, eta=eta, expires=expires, queue=queue,
             priority=priority, task_id=task_id, time_limit=time_limit,
             soft_time_limit=soft_time_limit, ignore_result=ignore_result, headers=headers,
+            link=link, link_error=link_error,
         )
         if django_settings.DEBUG:
             from .lint.runtime import warn_if_serialized
@@ -300,6 +306,8 @@ class Task(Handlers):
         soft_time_limit: float | None = None,
         ignore_result: bool | None = None,
         headers: dict[str, Any] | None = None,
+        link: Any = None,
+        link_error: Any = None,
     ) -> Message:
         """The message for one run, whole; validates the options (``TypeError``)."""
         s = get_settings()
@@ -320,8 +328,13 @@ class Task(Handlers):
             )
         per_call = {"queue": queue, "priority": priority, "expires": expires,
                     "time_limit": time_limit, "soft_time_limit": soft_time_limit,
-                    "ignore_result": ignore_result, "headers": headers}
+                    "ignore_result": ignore_result, "headers": headers,
+                    "link": link, "link_error": link_error}
         call_options(per_call)
+        if link is not None or link_error is not None:
+            from .plan import wire_list
+
+            per_call["link"], per_call["link_error"] = wire_list(link), wire_list(link_error)
         now = timezone.now().timestamp()
         if countdown is not None and eta is not None:
             raise TypeError("pass countdown or eta, not both")
@@ -407,6 +420,45 @@ class Task(Handlers):
         if self.bind:
             params = params[1:]
         return params[index].name if index < len(params) else f"args[{index}]"
+
+    # -- the canvas (djtasks/canvas.py) --------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this task with partial ``args``/``kwargs`` (Celery's ``Task.s``)."""
+        from .canvas import Signature
+
+        return Signature(self.name, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: a parent's result is not prepended (Celery's ``Task.si``)."""
+        from .canvas import Signature
+
+        return Signature(self.name, args, kwargs, immutable=True)
+
+    def signature(self, args: Sequence[Any] | None = None, kwargs: dict[str, Any] | None = None,
+                  **options: Any) -> Signature:
+        """``Signature(self, args, kwargs, **options)`` (Celery's ``Task.signature``)."""
+        from .canvas import Signature
+
+        return Signature(self.name, args, kwargs, options)
+
+    def map(self, it: Any) -> Signature:
+        """One task that calls this one for each item (Celery's ``Task.map``)."""
+        from .canvas import xmap
+
+        return xmap(self, it)
+
+    def starmap(self, it: Any) -> Signature:
+        """One task that calls this one with each item's arguments (``Task.starmap``)."""
+        from .canvas import xstarmap
+
+        return xstarmap(self, it)
+
+    def chunks(self, it: Any, n: int) -> Any:
+        """``it`` in chunks of ``n`` items, one ``starmap`` task per chunk (``Task.chunks``)."""
+        from .canvas import chunks
+
+        return chunks(self, it, n)
 
     # -- retries -------------------------------------------------------------
 

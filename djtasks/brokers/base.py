@@ -12,8 +12,8 @@ test suite every broker passes.
   that dies loses nothing: once its lease runs out, any worker's ``reap()``
   hands its messages back to their queues.
 - Roles: ``DeadLetters``, ``Revocations``, ``RateLimits``,
-  ``WorkerRegistry``, ``ResultNotices``, ``Purging``, ``Inspection``.
-  ``Broker`` is all of them.
+  ``WorkerRegistry``, ``ResultNotices``, ``Purging``, ``Inspection``,
+  ``ChordCounters``. ``Broker`` is all of them.
 
 Times are Unix timestamps or durations in seconds, read from ``clock``.
 """
@@ -389,8 +389,32 @@ class Inspection(ABC):
         """Whether ``task_id`` is revoked: its messages are dropped, never run."""
 
 
+
+class ChordCounters(ABC):
+    """Which members of a chord are done, counted in the broker (no polling
+    task, unlike Celery's ``chord_unlock``; docs/canvas.md).
+
+    A set of member ids per chord, not a bare counter: a member that runs
+    twice (``acks_late`` after a worker died, or a rerun) is counted once.
+    """
+
+    @abstractmethod
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
+        """Record ``member_ids`` (one or more) as done, atomically; True if
+        all ``size`` members of ``chord_id`` are recorded now (also when
+        they were recorded before: a rerun of the last member still sees the
+        chord complete). The chord's state is forgotten ``ttl`` seconds
+        after its last members were recorded, if ``forget_chord`` is never
+        called."""
+
+    @abstractmethod
+    def forget_chord(self, chord_id: str) -> None:
+        """Forget the chord's state (once its callback is enqueued, or it failed)."""
+
+
 class Broker(Transport, DeadLetters, Revocations, RateLimits, WorkerRegistry, ResultNotices,
-             Purging, Inspection):
+             Purging, Inspection, ChordCounters):
     """A whole broker: the transport and every role. ``get_broker()`` returns one."""
 
     max_deaths: int = 3

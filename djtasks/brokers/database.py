@@ -43,6 +43,8 @@ from .base import (
 )
 from .tables import (
     BrokerConsumer,
+    ChordMember,
+    ChordState,
     Duty,
     QueuedMessage,
     RateBucket,
@@ -371,6 +373,42 @@ class DatabaseBroker(Broker):
             row.holder, row.until = holder, now + ttl
             row.save(update_fields=["holder", "until"])
         return True
+
+    # -- chords --------------------------------------------------------------
+
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
+        # The chord's row is locked first, so members finishing at once take
+        # turns (no deadlock on MariaDB's gap locks) and exactly one of them
+        # counts the last; member rows are unique, so a rerun adds nothing.
+        now = self.clock()
+        with self._errors():
+            ChordState.objects.using(self.alias).get_or_create(
+                prefix=self.prefix, chord_id=chord_id, defaults={"expires": now + ttl})
+        with self._write():
+            state = self._rows(ChordState).select_for_update().filter(chord_id=chord_id).first()
+            if state is None:  # forgotten meanwhile: a rerun after the callback went
+                state = ChordState.objects.using(self.alias).create(
+                    prefix=self.prefix, chord_id=chord_id, expires=now + ttl)
+            mine = self._rows(ChordMember).filter(chord_id=chord_id)
+            new = set(member_ids) - set(mine.filter(member_id__in=list(member_ids))
+                                        .values_list("member_id", flat=True))
+            ChordMember.objects.using(self.alias).bulk_create(
+                [ChordMember(prefix=self.prefix, chord_id=chord_id, member_id=m) for m in new])
+            state.done += len(new)
+            state.expires = now + ttl
+            state.save(update_fields=["done", "expires"])
+        return state.done >= size
+
+    def forget_chord(self, chord_id: str) -> None:
+        with self._write():
+            self._rows(ChordMember).filter(chord_id=chord_id).delete()
+            self._rows(ChordState).filter(chord_id=chord_id).delete()
+            # Chords that failed or were abandoned go with the next one.
+            stale = self._rows(ChordState).filter(expires__lt=self.clock())
+            self._rows(ChordMember).filter(
+                chord_id__in=list(stale.values_list("chord_id", flat=True)[:1000])).delete()
+            stale.delete()
 
     # -- dead letters --------------------------------------------------------
 

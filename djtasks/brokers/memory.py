@@ -118,6 +118,7 @@ class MemoryBroker(Broker):
             self._published: dict[tuple[str, float], float] = {}
             self._duties: dict[str, tuple[str, float]] = {}  # duty -> (holder, until)
             self._listeners: dict[str, set[_MemoryDoneListener]] = {}
+            self._chords: dict[str, tuple[set[str], float]] = {}  # id -> (members, expiry)
 
     def _push(self, frame: _Frame, *, front: bool = False) -> None:
         lst = self._lists.setdefault((frame.queue, frame.priority), deque())
@@ -293,6 +294,21 @@ class MemoryBroker(Broker):
                 return False
             self._duties[duty] = (holder, now + ttl)
             return True
+
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
+        with self._cond:
+            now = self.clock()
+            members, until = self._chords.get(chord_id, (set(), now))
+            if until < now:  # expired, as a Redis key would be
+                members = set()
+            members.update(member_ids)
+            self._chords[chord_id] = (members, now + ttl)
+            return len(members) >= size
+
+    def forget_chord(self, chord_id: str) -> None:
+        with self._cond:
+            self._chords.pop(chord_id, None)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         with self._cond:

@@ -21,6 +21,7 @@ the Lua scripts beside this module are valid on Redis Cluster:
 - ``{p}:rate:<task name>``      hash: the task's rate-limit token bucket
 - ``{p}:malformed``             counter naming dead letters that need a unique key
 - ``{p}:done:<task id>``        pub/sub channel: the task has a new state
+- ``{p}:chord:<chord id>``      set of a chord's members that are done, with a TTL
 
 A frame is ``<id>\\n<list key>\\n<body>``: the id and destination are readable
 by the scripts without decoding the JSON body.
@@ -112,6 +113,7 @@ class RedisBroker(Broker):
         self._revoke = client.register_script(_script("revoke"))
         self._lead = client.register_script(_script("lead"))
         self._purge = client.register_script(_script("purge"))
+        self._chord = client.register_script(_script("chord"))
 
     # -- keys ----------------------------------------------------------------
 
@@ -305,6 +307,16 @@ class RedisBroker(Broker):
     def lead(self, duty: str, holder: str, ttl: float) -> bool:
         return bool(self._call(self._lead, keys=[f"{self.prefix}duty:{duty}"],
                                args=[holder, int(ttl * 1000)]))
+
+    # -- chords --------------------------------------------------------------
+
+    def chord_members_done(self, chord_id: str, member_ids: Sequence[str], size: int,
+                           ttl: float) -> bool:
+        return bool(self._call(self._chord, keys=[f"{self.prefix}chord:{chord_id}"],
+                               args=[size, max(int(ttl * 1000), 1), *member_ids]))
+
+    def forget_chord(self, chord_id: str) -> None:
+        self._call(self.client.delete, f"{self.prefix}chord:{chord_id}")
 
     # -- dead letters --------------------------------------------------------
 

@@ -163,3 +163,37 @@ class Duty(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder}"
+
+
+class ChordState(models.Model):
+    """How many members of a chord are done, and until when it is kept.
+    Its row lock orders two members finishing at once (``chord_member_done``)."""
+
+    prefix = models.CharField(max_length=50)
+    chord_id = models.CharField(max_length=255)
+    done = models.PositiveIntegerField(default=0)
+    expires = models.FloatField()
+
+    class Meta:
+        db_table = "djtasks_chord"
+        constraints = [models.UniqueConstraint(fields=["prefix", "chord_id"],
+                                               name="djtasks_chord_id")]
+
+    def __str__(self) -> str:
+        return f"chord {self.chord_id}: {self.done} done"
+
+
+class ChordMember(models.Model):
+    """One chord member that is done: counted once, however often it runs."""
+
+    prefix = models.CharField(max_length=50)
+    chord_id = models.CharField(max_length=255)
+    member_id = models.CharField(max_length=255)
+
+    class Meta:
+        db_table = "djtasks_chord_member"
+        constraints = [models.UniqueConstraint(fields=["prefix", "chord_id", "member_id"],
+                                               name="djtasks_chord_member_id")]
+
+    def __str__(self) -> str:
+        return f"{self.member_id} of chord {self.chord_id}"

@@ -95,6 +95,8 @@ def check_parameter_names(app_configs: Any = None, **kwargs: Any) -> list[checks
         params = list(inspect.signature(task.fn).parameters.values())
         if task.bind and params:
             params = params[1:]
+        if [p.name for p in params[:2]] == ["request", "exc"]:
+            params = params[1:]  # a Celery errback: (request, exc, traceback), docs/canvas.md
         for param in params:
             if param.annotation is inspect.Parameter.empty and param.name in names:
                 warnings.append(checks.Warning(

@@ -21,7 +21,7 @@ from functools import partial
 
 from django.db import close_old_connections
 
-from .. import enqueue, signals, states
+from .. import enqueue, signals, states, workflow
 from ..brokers import Broker, Consumer, Delivery, Started
 from ..exceptions import (
     BrokerError,
@@ -198,6 +198,7 @@ class Executor(IgnoredRuns):
         if message.id != delivery.id:
             self._dead_letter(delivery, f"the envelope id {message.id!r} is not the frame's")
             return
+        message = workflow.unpack_errback(message)
         try:
             task = registry.get(message.task)
         except NotRegistered as exc:
@@ -317,10 +318,12 @@ class Executor(IgnoredRuns):
         logger.info("task %s[%s] not run: %s", message.task, message.id, reason)
         self.reporter.finished(message.task, message.queue, states.REVOKED, None)
         late_ack = None if acked else message.id
+        exc = TaskRevokedError(reason)
+        then = workflow.after_revoked(message, exc)  # None outside a chord
         if not task.result_ignored(message):
             self.results.add(TaskResult.from_message(
                 message, states.REVOKED, worker=self.name, finished=time.time(),
-                exception=TaskRevokedError(reason)), late_ack=late_ack)
+                exception=exc), late_ack=late_ack, then=then)
         elif late_ack is not None:
             self._acks.append(late_ack)
         signals.task_revoked.send(
@@ -347,14 +350,18 @@ class Executor(IgnoredRuns):
             logger.error("task %s[%s] failed in %.3fs: %s", message.task, message.id,
                          runtime, outcome.traceback.rstrip())
         late_ack = message.id if task.acks_late else None
+        then = workflow.after(task, message, outcome)  # None outside a workflow
         if store:
             self.results.add(TaskResult.from_message(
                 message, outcome.status, worker=self.name, started=outcome.started,
                 finished=outcome.finished, result=outcome.result,
                 exception=outcome.exception, traceback=outcome.traceback,
-            ), late_ack=late_ack)
-        elif late_ack is not None:
-            self._acks.append(late_ack)
+            ), late_ack=late_ack, then=then)
+        else:
+            if then is not None:  # no row to wait for
+                workflow.run_all([then])
+            if late_ack is not None:
+                self._acks.append(late_ack)
         if attempt is not None:
             self._publish_retry(message, attempt)
 

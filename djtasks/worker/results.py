@@ -52,11 +52,16 @@ class ResultWriter:
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._then: dict[int, Any] = {}  # id(row) -> its workflow's FollowUp
         self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer.name}",
                                         daemon=True)
         self._thread.start()
 
-    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+    def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
+        """Queue ``row``; ``then`` (a workflow's ``FollowUp``, djtasks/workflow.py)
+        runs once the row is stored, before ``late_ack`` is acked."""
+        if then is not None:
+            self._then[id(row)] = then
         self._queue.put((row, late_ack))
 
     def sync(self, timeout: float = 60.0) -> bool:
@@ -146,6 +151,7 @@ class ResultWriter:
         except DatabaseError:
             self._close_old_connections()
             batch = self._write_one_by_one(batch)
+        self._follow_up(rows)
         acks = [ack for _, ack in batch if ack is not None]
         stored = [r for r, _ in batch]
         done = [r.task_id for r in stored if r.status in states.READY_STATES]
@@ -163,6 +169,16 @@ class ResultWriter:
             logger.error("could not ack/notify after storing results: %s", exc)
 
 
+    def _follow_up(self, rows: list[TaskResult]) -> None:
+        """Run the follow-ups of the rows just written, together (whether
+        stored or refused as late: a rerun's follow-ups are claimed, so run once)."""
+        if not self._then:
+            return
+        from ..workflow import run_all
+
+        run_all([f for f in (self._then.pop(id(row), None) for row in rows) if f is not None])
+
+
 class InlineResultWriter(ResultWriter):
     """Writes each row at once, in the calling thread, on its database
     connections, which it never closes: for tasks run inside a test's
@@ -172,8 +188,11 @@ class InlineResultWriter(ResultWriter):
     def __init__(self, broker: Broker, consumer: Consumer) -> None:
         self.broker = broker
         self.consumer = consumer
+        self._then = {}
 
-    def add(self, row: TaskResult, late_ack: str | None = None) -> None:
+    def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
+        if then is not None:
+            self._then[id(row)] = then
         self._write([(row, late_ack)])
 
     def sync(self, timeout: float = 60.0) -> bool:

@@ -308,4 +308,6 @@ if os.environ.get("DJTASKS_TEST_BEAT_STALL"):
     from djtasks.signals import before_task_publish
 
     before_task_publish.connect(_stall_one_beat_publish, weak=False)
-from . import celery_tasks  # noqa: E402,F401 - Celery-style tasks, registered with these
+
+# The canvas tests' and the Celery-style tests' tasks, registered with these.
+from . import canvas_tasks, celery_tasks  # noqa: E402,F401
