@@ -179,6 +179,12 @@ class TaskResult(models.Model):
     class Meta:
         verbose_name = "task result"
         ordering = ["-created"]
+        # The admin's actions (docs/admin.md); terminate comes with revoke, as
+        # in Celery, where it is revoke(terminate=True).
+        permissions = [
+            ("rerun_taskresult", "Can run a task again"),
+            ("revoke_taskresult", "Can revoke or terminate a task"),
+        ]
         indexes = [
             models.Index(fields=["status", "created"], name="djtasks_status_created"),
             models.Index(fields=["worker", "status"], name="djtasks_worker_status"),
