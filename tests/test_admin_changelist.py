@@ -98,7 +98,7 @@ def test_the_filters_keep_each_other_when_a_worker_is_typed_in(root):
 def test_the_date_filter_narrows_by_created(root):
     _row("old", created=datetime.now(UTC) - timedelta(days=30))
     _row("new")
-    page = _page(root, **{"created__gte": (datetime.now(UTC) - timedelta(days=1)).isoformat()})
+    page = _page(root, created__gte=(datetime.now(UTC) - timedelta(days=1)).isoformat())
     assert 'title="new"' in page and 'title="old"' not in page
 
 
