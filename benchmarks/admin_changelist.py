@@ -161,8 +161,8 @@ def pages() -> list[tuple[str, str]]:
         ("search: id prefix", f"{base}?q=c4ca4238"),
         ("search: argument text (scan)", f"{base}?q=order-123456"),
         ("change page", "CHANGE"),
-        ("dashboard", "/admin/djtasks/taskresult/dashboard/"),
-        ("dashboard data", "/admin/djtasks/taskresult/dashboard/data/"),
+        ("dashboard", "/admin/djtasks/dashboard/"),
+        ("dashboard, live part", "/admin/djtasks/dashboard/?live=1"),
     ]
 
 

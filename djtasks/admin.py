@@ -16,9 +16,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from . import admin_actions, states
+from . import admin_actions, admin_dashboard, states
 from .admin_changelist import BoundedPaginator, QueueFilter, TaskNameFilter, WorkerFilter, search
-from .models import DeadLetter, TaskResult
+from .models import Dashboard, DeadLetter, TaskResult
 
 STATUS_COLOURS = {
     states.PENDING: "#777",
@@ -218,3 +218,42 @@ class DeadLetterAdmin(admin.ModelAdmin):
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/djtasks/deadletter/change_list.html", context)
+
+
+@admin.register(Dashboard)
+class DashboardAdmin(admin.ModelAdmin):
+    """``admin/djtasks/dashboard/``: queues, workers and the last hour, for
+    anyone who may view task results. The page fetches its live part
+    (``?live=1``) again every ``REFRESH_SECONDS``."""
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        # Only the page itself: there are no dashboard objects to change.
+        return [path("", self.admin_site.admin_view(self.changelist_view),
+                     name="djtasks_dashboard_changelist")]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("djtasks.view_taskresult")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        from django.core.exceptions import PermissionDenied
+        from django.template.response import TemplateResponse
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        live = admin_dashboard.context()
+        if request.GET.get("live"):
+            return TemplateResponse(request, "admin/djtasks/dashboard/live.html", live)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "title": "Task dashboard", **live, **(extra_context or {})}
+        return TemplateResponse(request, "admin/djtasks/dashboard/dashboard.html", context)

@@ -20,7 +20,7 @@ from .models import TaskResult
 # A filter lists at most this many values; the change list counts at most
 # this many rows (the pagination says "more than" beyond it).
 MAX_CHOICES = 100
-COUNT_LIMIT = 10_000
+COUNT_LIMIT = 1_000
 
 
 def distinct_values(column: str, limit: int = MAX_CHOICES) -> list[str]:
@@ -117,12 +117,13 @@ def search(queryset: QuerySet[TaskResult], term: str) -> QuerySet[TaskResult]:
 
 class BoundedPaginator(Paginator):
     """Counts at most ``COUNT_LIMIT + 1`` rows (``SELECT COUNT(*) FROM (...
-    LIMIT n)``), so no page of the change list counts the whole table.
-    ``bounded`` says the true count is higher."""
+    LIMIT n)``, unordered, so an index-only scan answers it), so no page of
+    the change list counts the whole table. ``bounded`` says the true count
+    is higher."""
 
     @cached_property
     def count(self) -> int:
-        return int(self.object_list[:COUNT_LIMIT + 1].count())
+        return int(self.object_list.order_by()[:COUNT_LIMIT + 1].count())
 
     @property
     def bounded(self) -> bool:
