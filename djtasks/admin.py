@@ -5,6 +5,7 @@ with actions (run again, revoke, terminate) and the broker's dead letters
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin
@@ -170,13 +171,50 @@ class TaskResultAdmin(admin.ModelAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
-    """Lists the broker's dead letters, with requeue and discard."""
+    """Lists the broker's dead letters, with requeue and discard; one
+    letter's page shows its whole raw message and the reason."""
+
+    def get_urls(self) -> list[Any]:
+        from django.urls import path
+
+        # No table behind the model: the list, and one letter by its id.
+        view = self.admin_site.admin_view
+        return [path("", view(self.changelist_view), name="djtasks_deadletter_changelist"),
+                path("<path:letter_id>/", view(self.letter_view), name="djtasks_deadletter_letter")]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def letter_view(self, request: HttpRequest, letter_id: str) -> Any:
+        from django.core.exceptions import PermissionDenied
+        from django.http import Http404
+        from django.template.response import TemplateResponse
+
+        from .brokers import get_broker
+
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        letter = next((d for d in get_broker().dead_letters() if d.id == letter_id), None)
+        if letter is None:
+            raise Http404(f"no dead letter {letter_id!r}: requeued or discarded already?")
+        text = letter.body.decode(errors="replace")
+        try:  # a signed envelope: its JSON, before the colon and signature, if it reads
+            text = json.dumps(json.loads(text.rpartition(":")[0] or text), indent=2,
+                              ensure_ascii=False)
+        except ValueError:
+            pass
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta,
+            "title": f"Dead letter {letter.id}", "letter": letter, "text": text,
+            "raw": letter.body.decode(errors="replace"),
+            "when": datetime.fromtimestamp(letter.time, timezone.get_current_timezone()),
+            "can_change": self.has_change_permission(request),
+            "can_delete": self.has_delete_permission(request),
+        }
+        return TemplateResponse(request, "admin/djtasks/deadletter/letter.html", context)
+
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
-        from datetime import UTC, datetime
+        from datetime import UTC
 
         from django.contrib import messages
         from django.core.exceptions import PermissionDenied
