@@ -54,8 +54,10 @@ def _change_link(task_id: str, text: str | None = None) -> str:
 class TaskResultAdmin(admin.ModelAdmin):
     """Every task's row; read-only, acted on through ``admin_actions``."""
 
-    list_display = ("short_id", "task_name", "status_badge", "queue", "worker",
-                    "created_s", "finished_s", "run_time", "retries")
+    # Fits a 1400-pixel screen beside the navigation and the filters; the
+    # finish time and the full id are on the change page.
+    list_display = ("short_id", "task_name_list", "status_badge", "queue", "worker_list",
+                    "created_list", "run_time", "retries")
     list_display_links = ("short_id",)
     list_filter = ("status", TaskNameFilter, QueueFilter, WorkerFilter, "created")
     search_fields = ("task_id",)  # shows the search box; ``get_search_results`` searches
@@ -95,6 +97,22 @@ class TaskResultAdmin(admin.ModelAdmin):
         meta = ", ".join(f"{k}: {v}" for k, v in list(obj.result.items())[:3])
         return format_html('<strong style="color: {}">{}</strong> <small>{}</small>',
                            colour, obj.status, meta[:60])
+
+    @admin.display(description="task name", ordering="task_name")
+    def task_name_list(self, obj: TaskResult) -> str:
+        # A long dotted name may break after a dot, and nowhere else.
+        return format_html_join(mark_safe(".<wbr>"), "{}", ((p,) for p in obj.task_name.split(".")))
+
+    @admin.display(description="worker", ordering="worker")
+    def worker_list(self, obj: TaskResult) -> str:
+        # host.pid; the executor's slot and generation are in the title.
+        return format_html('<span title="{}">{}</span>', obj.worker,
+                           obj.worker.split("/", 1)[0] or "-")
+
+    @admin.display(description="created", ordering="created")
+    def created_list(self, obj: TaskResult) -> str:
+        full = _seconds(obj.created)
+        return format_html('<span title="{}">{}</span>', full, full[5:])
 
     @admin.display(description="created", ordering="created")
     def created_s(self, obj: TaskResult) -> str:
