@@ -89,8 +89,14 @@ def _plan_terminate(row: TaskResult) -> Step:
 
 
 def _do_rerun(rows: Sequence[TaskResult]) -> str:
-    new = [run_again(row).id for row in rows]
-    return f"Enqueued {len(new)} new task(s): {', '.join(new[:10])}"
+    new, refused = [], []
+    for row in rows:
+        try:
+            new.append(run_again(row).id)
+        except (NotRegistered, TypeError) as exc:  # TaskArgumentError is a TypeError
+            refused.append(f"{row.task_id[:8]}: {exc}")
+    text = f"Enqueued {len(new)} new task(s): {', '.join(new[:10])}"
+    return text + (f"; not enqueued: {'; '.join(refused[:5])}" if refused else "")
 
 
 def _do_revoke(rows: Sequence[TaskResult]) -> str:

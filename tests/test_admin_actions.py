@@ -179,3 +179,12 @@ def test_a_user_with_the_rerun_permission_runs_a_task_again(client, broker):
     original = tasks.add.delay(1, 2)
     _act(_staff(client, "rerun_taskresult"), "rerun_selected", original.id)
     assert TaskResult.objects.filter(parent_id=original.id).count() == 1
+
+
+def test_run_again_reports_a_task_whose_stored_arguments_no_longer_travel(root, broker):
+    TaskResult.objects.create(task_id="bad-args", task_name="tests.app.tasks.add",
+                              status=states.FAILURE, args="not a list")
+    ok = tasks.add.delay(1, 2)
+    page = _act(root, "rerun_selected", "bad-args", ok.id).content.decode()
+    assert "Enqueued 1 new task(s)" in page and "not enqueued: bad-args: " in page
+    assert TaskResult.objects.filter(parent_id=ok.id).count() == 1
