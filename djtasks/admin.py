@@ -18,7 +18,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from . import admin_actions, admin_dashboard, states
-from .admin_changelist import BoundedPaginator, QueueFilter, TaskNameFilter, WorkerFilter, search
+from .admin_changelist import (
+    BREADCRUMBS_OL,
+    BoundedPaginator,
+    QueueFilter,
+    TaskNameFilter,
+    WorkerFilter,
+    search,
+)
 from .models import Dashboard, DeadLetter, TaskResult
 
 STATUS_COLOURS = {
@@ -223,6 +230,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             pass
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta,
+            "breadcrumbs_ol": BREADCRUMBS_OL,
             "title": f"Dead letter {letter.id}", "letter": letter, "text": text,
             "raw": letter.body.decode(errors="replace"),
             "when": datetime.fromtimestamp(letter.time, timezone.get_current_timezone()),
@@ -268,6 +276,7 @@ class DeadLetterAdmin(admin.ModelAdmin):
             error = str(exc)
         context = {
             **self.admin_site.each_context(request), "opts": self.model._meta,
+            "breadcrumbs_ol": BREADCRUMBS_OL,
             "title": "Dead letters", "letters": letters, "error": error,
             "can_change": self.has_change_permission(request),
             "can_delete": self.has_delete_permission(request),
@@ -311,5 +320,6 @@ class DashboardAdmin(admin.ModelAdmin):
         if request.GET.get("live"):
             return TemplateResponse(request, "admin/djtasks/dashboard/live.html", live)
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
-                   "title": "Task dashboard", **live, **(extra_context or {})}
+                   "breadcrumbs_ol": BREADCRUMBS_OL, "title": "Task dashboard", **live,
+                   **(extra_context or {})}
         return TemplateResponse(request, "admin/djtasks/dashboard/dashboard.html", context)

@@ -19,6 +19,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from . import codec, states
+from .admin_changelist import BREADCRUMBS_OL
 from .exceptions import NotRegistered
 from .models import TaskResult
 from .options import MESSAGE_OPTIONS
@@ -140,7 +141,7 @@ def _confirmed(name: str, title: str, plan: Callable[[TaskResult], Step],
             "title": f"{title}: confirm", "opts": modeladmin.model._meta,
             "action_name": name, "action_title": title, "steps": steps,
             "doable": len(doable), "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "media": modeladmin.media,
+            "media": modeladmin.media, "breadcrumbs_ol": BREADCRUMBS_OL,
         }
         return TemplateResponse(
             request, "admin/djtasks/taskresult/action_confirmation.html", context)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+import django
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db import connections, router
@@ -21,6 +22,9 @@ from .models import TaskResult
 # this many rows (the pagination says "more than" beyond it).
 MAX_CHOICES = 100
 COUNT_LIMIT = 1_000
+# The breadcrumbs of djtasks' own admin pages follow the running Django's
+# markup (admin/djtasks/breadcrumbs.html): an <ol> from 6.0 on.
+BREADCRUMBS_OL = django.VERSION >= (6, 0)
 
 
 def distinct_values(column: str, limit: int = MAX_CHOICES) -> list[str]:

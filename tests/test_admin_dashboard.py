@@ -141,3 +141,21 @@ def test_the_dashboard_says_when_the_broker_cannot_be_reached(root, settings, br
     settings.DJTASKS = {**settings.DJTASKS, "BROKER_URL": "redis://127.0.0.1:1/0"}
     page = _live(root)
     assert "the broker cannot be reached" in page
+
+
+@pytest.mark.parametrize("page", ["dashboard", "dead letters", "confirmation"])
+def test_djtasks_pages_have_the_running_djangos_breadcrumbs(root, broker, page):
+    import django
+
+    if page == "confirmation":
+        from django.contrib.admin import helpers
+
+        queued = tasks.add.delay(1, 2)
+        response = root.post(reverse("admin:djtasks_taskresult_changelist"), {
+            "action": "revoke_selected",
+            helpers.ACTION_CHECKBOX_NAME: [TaskResult.objects.get(task_id=queued.id).pk]})
+    else:
+        name = DASHBOARD if page == "dashboard" else "admin:djtasks_deadletter_changelist"
+        response = root.get(reverse(name))
+    markup = '<ol class="breadcrumbs">' if django.VERSION >= (6, 0) else '<div class="breadcrumbs">'
+    assert markup in response.content.decode()
