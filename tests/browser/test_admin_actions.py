@@ -17,9 +17,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _wait(driver, predicate, timeout=20):  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: predicate(d))
+    # The dashboard replaces its live part while the test reads it: an
+    # element found just before is then stale, and is looked up again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.2, ignored_exceptions=(
+        NoSuchElementException, StaleElementReferenceException)).until(lambda d: predicate(d))
 
 
 def _act_on(driver, pks, action):  # type: ignore[no-untyped-def]
@@ -99,12 +103,9 @@ def test_revoke_a_scheduled_task(admin_browser, broker):  # type: ignore[no-unty
 
 
 def test_the_dashboard_shows_a_live_worker_and_a_queue_depth_that_changes(
-        admin_browser, broker, worker_process, monkeypatch):  # type: ignore[no-untyped-def]
+        admin_browser, broker, worker_process):  # type: ignore[no-untyped-def]
     from selenium.webdriver.common.by import By
 
-    from djtasks import admin_dashboard
-
-    monkeypatch.setattr(admin_dashboard, "REFRESH_SECONDS", 1)
     driver, base = admin_browser, admin_browser.live_server_url
     for i in range(6):
         tasks.add.delay(i, i)
@@ -117,17 +118,17 @@ def test_the_dashboard_shows_a_live_worker_and_a_queue_depth_that_changes(
     # A worker subprocess takes a while to start on a loaded machine.
     _wait(driver, lambda d: "dashboard-worker" in d.find_element(By.ID, "dashboard-live").text,
           timeout=60)
-    worker_row = driver.find_element(By.CSS_SELECTOR, "#workers tr.worker").text
+    worker_row = _wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#workers tr.worker").text)
     assert "prefork" in worker_row and "default" in worker_row
 
     def ready(queue: str) -> str:
         return driver.find_element(
             By.CSS_SELECTOR, f"#queues tr[data-queue='{queue}'] td.ready").text
 
-    assert ready("other") == "0"
+    assert _wait(driver, lambda d: ready("other")) == "0"
     for _ in range(3):  # no worker consumes "other": they wait there
         tasks.on_other_queue.delay("x")
-    _wait(driver, lambda d: ready("other") == "3")  # without reloading the page
-    assert "tests.app.tasks.fail" in driver.find_element(By.ID, "failures").text
+    _wait(driver, lambda d: ready("other") == "3")  # at the next refresh, without a reload
+    assert "tests.app.tasks.fail" in _wait(driver, lambda d: d.find_element(By.ID, "failures").text)
     screenshot(driver, "dashboard")
     worker.stop()
