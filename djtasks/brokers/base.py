@@ -214,6 +214,13 @@ class Transport(ABC):
         """Messages waiting for their eta."""
 
     @abstractmethod
+    def in_flight(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages of each queue that a live consumer holds (one that has
+        renewed its lease, as every executor does before it fetches): fetched
+        and not yet acked or given back, running or prefetched. For the
+        admin's dashboard; a few round trips, none per message."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise ``BrokerError`` unless the broker answers."""
 

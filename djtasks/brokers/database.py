@@ -274,6 +274,13 @@ class DatabaseBroker(Broker):
                 self._rows(QueuedMessage).filter(pk__in=[pk for pk, _ in rows]).delete()
         return [task_id for _, task_id in rows]
 
+    def in_flight(self, queues: Sequence[str]) -> dict[str, int]:
+        with self._errors():
+            counts = dict(self._rows(QueuedMessage).filter(queue__in=list(queues))
+                          .exclude(consumer="").values_list("queue")
+                          .annotate(n=Count("id")).values_list("queue", "n"))
+        return {q: counts.get(q, 0) for q in queues}
+
     def ping(self) -> None:
         with self._errors(), connections[self.alias].cursor() as cursor:
             cursor.execute("SELECT 1")

@@ -219,6 +219,11 @@ class MemoryBroker(Broker):
             self._move_due(self.clock())
             return [frame.id for p in PRIORITIES for frame in self._lists.pop((queue, p), ())]
 
+    def in_flight(self, queues: Sequence[str]) -> dict[str, int]:
+        with self._cond:
+            held = [f.queue for frames in self._inflight.values() for f in frames.values()]
+        return {q: held.count(q) for q in queues}
+
     def next_eta(self) -> float | None:
         """The earliest eta of a scheduled message (a timestamp), None if none
         is scheduled: where ``djtasks.testing`` moves the clock to run it early."""

@@ -211,6 +211,21 @@ class RedisBroker(Broker):
         ids = self._call(self._purge, keys=keys, args=[repr(self.clock())])
         return [i.decode(errors="replace") for i in ids]
 
+    def in_flight(self, queues: Sequence[str]) -> dict[str, int]:
+        # A frame is "<id>\n<list key>\n<body>": its list key names its queue.
+        consumers = self._call(self.client.zrange, self.consumers_key, 0, -1)
+        pipe = self.client.pipeline(transaction=False)
+        for name in consumers:
+            pipe.hvals(self.inflight_key(name.decode()))
+        keys = {self.list_key(q, p).encode(): q for q in queues for p in PRIORITIES}
+        counts = dict.fromkeys(queues, 0)
+        for frames in self._call(pipe.execute) if consumers else []:
+            for frame in frames:
+                queue = keys.get(frame.split(b"\n", 2)[1])
+                if queue is not None:
+                    counts[queue] += 1
+        return counts
+
     def ping(self) -> None:
         self._call(self.client.ping)
 
