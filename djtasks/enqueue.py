@@ -3,7 +3,8 @@ publish signals, the PENDING row, on-commit publishing, the eager switch and
 retries (docs/delivery.md, "How a task is enqueued").
 
 - ``enqueue`` (``apply_async``): the PENDING row in the caller's
-  transaction; the message published at commit, or at once.
+  transaction; the message published at commit (the messages of one
+  transaction together, ``CommitBatch``), or at once.
 - ``retry``: the next attempt of a message a worker (or an eager run) ran,
   under the same checks, published by ``publish``.
 - ``apply``: run a message in this process.
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("djtasks.publish")
+
+# Messages per broker call when a transaction's batch is published: bounds
+# how long one call (one Lua script on Redis) holds the broker.
+COMMIT_BATCH_LIMIT = 1000
 
 
 @dataclass(slots=True)
@@ -85,6 +90,49 @@ def _before_publish(out: Outgoing) -> None:
 def _after_publish(out: Outgoing) -> None:
     signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
                                     routing_key=out.message.queue)
+
+
+class CommitBatch:
+    """The messages enqueued one after another in one transaction: one
+    on-commit callback publishes them all, ``COMMIT_BATCH_LIMIT`` per broker
+    call, instead of one callback and one broker call each.
+
+    A message joins the batch only while the batch is the last on-commit
+    callback registered on that connection, in the same savepoint scope
+    (``_join_batch``), so it is discarded by exactly the rollbacks that
+    would have discarded its own callback, and callbacks still run in the
+    order they were registered.
+    """
+
+    __slots__ = ("items", "done")
+
+    def __init__(self, first: Outgoing) -> None:
+        self.items = [first]
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True  # a callback run by a test's capture is not joined again
+        for start in range(0, len(self.items), COMMIT_BATCH_LIMIT):
+            _publish_after_commit(self.items[start:start + COMMIT_BATCH_LIMIT])
+
+
+def _join_batch(out: Outgoing, using: str) -> None:
+    """Publish ``out`` when the transaction on ``using`` commits, in the
+    batch registered last if it is still joinable, else in a new one."""
+    conn = transaction.get_connection(using)
+    # Django's own on-commit state (BaseDatabaseWrapper.on_commit appends
+    # (savepoint ids, callback, robust); a savepoint rollback or the end of
+    # the transaction replaces the list). Whatever does not look exactly
+    # like a joinable batch starts a new one: never joins a discarded one.
+    hooks = getattr(conn, "run_on_commit", None)
+    savepoints = getattr(conn, "savepoint_ids", None)
+    if hooks and savepoints is not None:
+        last = hooks[-1]
+        if (isinstance(last, tuple) and len(last) == 3 and isinstance(last[1], CommitBatch)
+                and not last[1].done and last[0] == set(savepoints)):
+            last[1].items.append(out)
+            return
+    transaction.on_commit(CommitBatch(out), using=using)
 
 
 def _waits_for_commit(on_commit: bool, using: str) -> bool:
@@ -138,7 +186,7 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     if not task.ignore_result:
         TaskResult.objects.using(using).enqueued(message)
     if waits:
-        transaction.on_commit(partial(_publish_after_commit, out), using=using)
+        _join_batch(out, using)
     else:
         try:
             publish([out])
@@ -151,16 +199,17 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     return AsyncResult(message.id, task_name=message.task)
 
 
-def _publish_after_commit(out: Outgoing) -> None:
+def _publish_after_commit(outgoing: Sequence[Outgoing]) -> None:
     try:
-        publish([out])
+        publish(outgoing)
     except Exception as exc:  # the broker's, or a publish signal receiver's
         # The commit has happened; failing the caller now would not undo it.
-        logger.error(
-            "could not publish task %s[%s] after commit; its TaskResult row stays "
-            "PENDING and a worker publishes it once the broker is back (the outbox): %s",
-            out.message.task, out.message.id, exc,
-        )
+        for out in outgoing:
+            logger.error(
+                "could not publish task %s[%s] after commit; its TaskResult row stays "
+                "PENDING and a worker publishes it once the broker is back (the outbox): %s",
+                out.message.task, out.message.id, exc,
+            )
 
 
 def retry(task: Task, message: Message, outcome: Outcome) -> Outgoing | None:
