@@ -81,7 +81,7 @@ class _HeldConnection:
         pid = os.getpid()
         if held is None or held[0] != pid:
             held = self._local.held = (pid, self.pool.make_connection())
-        conn = held[1]
+        conn: Any = held[1]
         try:
             if conn._sock is not None and conn.can_read():  # closed by the server, or stray data
                 conn.disconnect()
