@@ -58,6 +58,15 @@ def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
 
 
+def _start_then_fetch() -> str:
+    """startfetch.lua, with start.lua and fetch.lua as the functions it calls."""
+    return "".join(f"local function {name}(KEYS, ARGV)\n{_script(name)}\nend\n"
+                   for name in ("start", "fetch")) + _script("startfetch")
+
+
+_STARTED = {1: Started.RUN, 0: Started.REVOKED, -1: Started.LOST}  # start.lua's reply
+
+
 
 class _HeldConnection:
     """EVALSHA for the hot calls (publish, fetch, start) on one connection
@@ -149,6 +158,7 @@ class RedisBroker(Broker):
         self._requeue = client.register_script(_script("requeue"))
         self._reap = client.register_script(_script("reap"))
         self._start = client.register_script(_script("start"))
+        self._start_fetch = client.register_script(_start_then_fetch())
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
@@ -370,7 +380,8 @@ class RedisConsumer(Consumer):
     def __repr__(self) -> str:
         return f"<RedisConsumer {self.name}>"
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def _fetch_call(self, count: int) -> tuple[list[str], list[Any]]:
+        """fetch.lua's keys and arguments."""
         b = self.broker
         # Rotate the queue order on each fetch so no queue starves another.
         queues = self.queues
@@ -379,16 +390,23 @@ class RedisConsumer(Consumer):
         wake = [b.wake_key(q) for q in queues]
         keys = [self.inflight_key, b.scheduled_key, *wake]
         keys += [b.list_key(q, p) for q in ordered for p in PRIORITIES]
-        now = b.clock()
-        args = [count, now, len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
+        args = [count, b.clock(), len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
+        return keys, args
+
+    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+        b = self.broker
+        keys, args = self._fetch_call(count)
         frames, next_eta, revoked = b._eval(b._fetch, keys, args)
         if not frames and not revoked and timeout > 0:
             wait = min(timeout, MAX_BLOCK)
             if next_eta is not None:
-                wait = min(wait, max(float(next_eta) - now, 0.001))
-            b._call(b.client.blpop, wake, timeout=max(wait, 0.001))
+                wait = min(wait, max(float(next_eta) - args[1], 0.001))
+            b._call(b.client.blpop, keys[2:2 + len(self.queues)], timeout=max(wait, 0.001))
             args[1] = b.clock()
             frames, _, revoked = b._eval(b._fetch, keys, args)
+        return self._deliveries(frames, revoked)
+
+    def _deliveries(self, frames: list[bytes], revoked: list[bytes]) -> list[Delivery]:
         return ([self._delivery(f) for f in frames]
                 + [self._delivery(f, revoked=True) for f in revoked])
 
@@ -398,15 +416,33 @@ class RedisConsumer(Consumer):
         queue = list_key.decode("utf-8", "replace")[len(self.broker.prefix) + 2:-2]
         return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
 
-    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+    def _start_call(self, task_id: str, ack: bool, redeliver: bool, track: bool,
+                    acks: Iterable[str]) -> tuple[list[str], list[Any]]:
+        """start.lua's keys and arguments."""
         b = self.broker
         keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name),
                 b.deaths_key]
         args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
                 "1" if track else "", *acks]
-        code = int(b._eval(b._start, keys, args))
-        return Started.RUN if code == 1 else Started.REVOKED if code == 0 else Started.LOST
+        return keys, args
+
+    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
+              acks: Iterable[str] = ()) -> Started:
+        b = self.broker
+        keys, args = self._start_call(task_id, ack, redeliver, track, acks)
+        return _STARTED[int(b._eval(b._start, keys, args))]
+
+    def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
+                        track: bool = True, acks: Iterable[str] = ()
+                        ) -> tuple[Started, list[Delivery]]:
+        # One round trip: startfetch.lua runs start.lua, then fetch.lua.
+        b = self.broker
+        start_keys, start_args = self._start_call(task_id, ack, redeliver, track, acks)
+        fetch_keys, fetch_args = self._fetch_call(count)
+        code, (frames, _, revoked) = b._eval(
+            b._start_fetch, [*start_keys, *fetch_keys],
+            [len(start_keys), len(start_args), *start_args, *fetch_args])
+        return _STARTED[int(code)], self._deliveries(frames, revoked)
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         ids, settled = list(ids), list(settled)
