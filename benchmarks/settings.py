@@ -7,7 +7,10 @@ benchmarks/run.py starts see the same broker and database as run.py itself:
   ``db-postgres`` (``db://default`` on PostgreSQL) or ``db-sqlite``
   (``db://default`` on a SQLite file, ``BENCH_SQLITE_PATH``, which run.py
   puts in a temporary directory).
-* ``BENCH_REDIS_URL``: where the tasks' counters live, whatever the broker.
+* ``BENCH_REDIS_URL``: the benchmark's private redis-server (measure.py or
+  run.py starts one on a free port and sets this; never the shared 6379):
+  the Redis broker, and the tasks' counters whatever the broker.
+* ``BENCH_PREFETCH``: ``PREFETCH_MULTIPLIER``; unset, djtasks' default.
 """
 
 import os
@@ -19,7 +22,7 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "djtasks",
                   "benchmarks.benchapp"]
 BENCH_BROKER = os.environ.get("BENCH_BROKER", "redis")
-BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+BENCH_REDIS_URL = os.environ.get("BENCH_REDIS_URL", "")
 POSTGRES = {
     "ENGINE": "django.db.backends.postgresql",
     "HOST": os.environ.get("PGHOST", "127.0.0.1"),
@@ -27,6 +30,8 @@ POSTGRES = {
     "USER": os.environ.get("PGUSER", "postgres"),
     "NAME": os.environ.get("BENCH_DB_NAME", "test"),
     "CONN_MAX_AGE": 600,
+    # So measure.py finds its own backends (their CPU is the benchmark's, not "others").
+    "OPTIONS": {"application_name": "djtasks-bench"},
 }
 # SQLite as Django's docs ("SQLite notes": transaction behaviour, database
 # is locked errors, setting pragma options) advise for concurrent writers:
@@ -60,6 +65,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DJTASKS = {
     "BROKER_URL": BROKER_URL,
     "KEY_PREFIX": os.environ.get("BENCH_KEY_PREFIX", "djtasks-bench"),
-    "PREFETCH_MULTIPLIER": int(os.environ.get("BENCH_PREFETCH", "32")),
 }
+if os.environ.get("BENCH_PREFETCH"):  # unset: djtasks' default, as a user gets it
+    DJTASKS["PREFETCH_MULTIPLIER"] = int(os.environ["BENCH_PREFETCH"])
 LOGGING = {"version": 1, "loggers": {"djtasks": {"level": "WARNING"}}}

@@ -3,7 +3,8 @@ publish signals, the PENDING row, on-commit publishing, the eager switch and
 retries (docs/delivery.md, "How a task is enqueued").
 
 - ``enqueue`` (``apply_async``): the PENDING row in the caller's
-  transaction; the message published at commit, or at once.
+  transaction; the message published at commit (the messages of one
+  transaction together, ``CommitBatch``), or at once.
 - ``retry``: the next attempt of a message a worker (or an eager run) ran,
   under the same checks, published by ``publish``.
 - ``apply``: run a message in this process.
@@ -40,6 +41,11 @@ if TYPE_CHECKING:
     from .task import Task
 
 logger = logging.getLogger("djtasks.publish")
+
+# Messages per broker call when many go at once (a transaction's batch, a
+# group's members): bounds how long one call (one Lua script on Redis)
+# holds the broker.
+PUBLISH_BATCH = 1000
 
 
 @dataclass(slots=True)
@@ -88,6 +94,48 @@ def _after_publish(out: Outgoing) -> None:
     signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
                                     routing_key=out.message.queue,
                                     headers=out.message.options.get("headers") or {})
+
+
+class CommitBatch:
+    """The messages enqueued one after another in one transaction: one
+    on-commit callback publishes them all, ``PUBLISH_BATCH`` per broker
+    call, instead of one callback and one broker call each.
+
+    A message joins the batch only while the batch is the last on-commit
+    callback registered on that connection, in the same savepoint scope
+    (``_join_batch``), so it is discarded by exactly the rollbacks that
+    would have discarded its own callback, and callbacks still run in the
+    order they were registered.
+    """
+
+    __slots__ = ("items", "done")
+
+    def __init__(self, first: Outgoing) -> None:
+        self.items = [first]
+        self.done = False
+
+    def __call__(self) -> None:
+        self.done = True  # a callback run by a test's capture is not joined again
+        _publish_after_commit(self.items)
+
+
+def _join_batch(out: Outgoing, using: str) -> None:
+    """Publish ``out`` when the transaction on ``using`` commits, in the
+    batch registered last if it is still joinable, else in a new one."""
+    conn = transaction.get_connection(using)
+    # Django's own on-commit state (BaseDatabaseWrapper.on_commit appends
+    # (savepoint ids, callback, robust); a savepoint rollback or the end of
+    # the transaction replaces the list). Whatever does not look exactly
+    # like a joinable batch starts a new one: never joins a discarded one.
+    hooks = getattr(conn, "run_on_commit", None)
+    savepoints = getattr(conn, "savepoint_ids", None)
+    if hooks and savepoints is not None:
+        last = hooks[-1]
+        if (isinstance(last, tuple) and len(last) == 3 and isinstance(last[1], CommitBatch)
+                and not last[1].done and last[0] == set(savepoints)):
+            last[1].items.append(out)
+            return
+    transaction.on_commit(CommitBatch(out), using=using)
 
 
 def _waits_for_commit(on_commit: bool, using: str) -> bool:
@@ -145,7 +193,7 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     if not task.result_ignored(message):
         TaskResult.objects.using(using).enqueued(message)
     if waits:
-        transaction.on_commit(partial(_publish_after_commit, out), using=using)
+        _join_batch(out, using)
     else:
         try:
             publish([out])
@@ -158,7 +206,6 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     return AsyncResult(message.id, task_name=message.task)
 
 
-PUBLISH_BATCH = 500  # messages per broker call when many go at once (a group)
 
 
 def _publish_batched(outgoing: Sequence[Outgoing]) -> None:
@@ -180,7 +227,7 @@ def enqueue_many(items: Sequence[tuple[Task, Message]], *, on_commit: bool | Non
         return
     outs = [prepare(task, message) for task, message in items]
     using = using or router.db_for_write(TaskResult)
-    rows = [m for t, m in items if not t.ignore_result]
+    rows = [m for t, m in items if not t.result_ignored(m)]
     broker = get_broker()
     if broker.atomic_with == using:
         with transaction.atomic(using=using):
@@ -194,7 +241,7 @@ def enqueue_many(items: Sequence[tuple[Task, Message]], *, on_commit: bool | Non
     TaskResult.objects.using(using).enqueued_many(rows)
     waits = _waits_for_commit(s.ENQUEUE_ON_COMMIT if on_commit is None else on_commit, using)
     if waits:
-        transaction.on_commit(partial(_publish_many_after_commit, outs), using=using)
+        transaction.on_commit(partial(_publish_after_commit, outs), using=using)
         return
     try:
         _publish_batched(outs)
@@ -207,15 +254,6 @@ def enqueue_many(items: Sequence[tuple[Task, Message]], *, on_commit: bool | Non
 def _after_publish_all(outs: list[Outgoing]) -> None:
     for out in outs:
         _after_publish(out)
-
-
-def _publish_many_after_commit(outs: list[Outgoing]) -> None:
-    try:
-        _publish_batched(outs)
-    except Exception as exc:
-        logger.error("could not publish %d task(s) after commit; their TaskResult rows "
-                     "stay PENDING and a worker publishes them later (the outbox): %s",
-                     len(outs), exc)
 
 
 def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
@@ -238,11 +276,12 @@ def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
     outs = [prepare(task, message) for task, message in items]
     using = router.db_for_write(TaskResult)
     broker = get_broker()
-    tracked = [o.message for (t, _), o in zip(items, outs, strict=True) if not t.ignore_result]
+    tracked = [o.message for (t, m), o in zip(items, outs, strict=True)
+               if not t.result_ignored(m)]
     with transaction.atomic(using=using):
         claimed = TaskResult.objects.using(using).claim(tracked)
-        todo = [o for (t, _), o in zip(items, outs, strict=True)
-                if t.ignore_result or o.message.id in claimed]
+        todo = [o for (t, m), o in zip(items, outs, strict=True)
+                if t.result_ignored(m) or o.message.id in claimed]
         if broker.atomic_with == using:
             _publish_batched(todo)
             return [o.message.id for o in todo]
@@ -250,11 +289,18 @@ def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
     return [o.message.id for o in todo]
 
 
-def _publish_after_commit(out: Outgoing) -> None:
-    try:
-        publish([out])
-    except Exception as exc:  # the broker's, or a publish signal receiver's
-        # The commit has happened; failing the caller now would not undo it.
+def _publish_after_commit(outgoing: Sequence[Outgoing]) -> None:
+    for start in range(0, len(outgoing), PUBLISH_BATCH):
+        batch = outgoing[start:start + PUBLISH_BATCH]
+        try:
+            publish(batch)
+        except Exception as exc:  # the broker's, or a publish signal receiver's
+            # The commit has happened; failing the caller now would not undo it.
+            _log_unpublished(batch, exc)
+
+
+def _log_unpublished(outgoing: Sequence[Outgoing], exc: Exception) -> None:
+    for out in outgoing:
         logger.error(
             "could not publish task %s[%s] after commit; its TaskResult row stays "
             "PENDING and a worker publishes it once the broker is back (the outbox): %s",

@@ -10,7 +10,6 @@ import dataclasses
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections
@@ -201,11 +200,11 @@ class CapturedTasks:
 
 def _waiting_for_commit() -> list[Message]:
     """Messages whose publishing waits for a commit, on any connection."""
-    from .enqueue import _publish_after_commit
+    from .enqueue import CommitBatch
 
-    return [func.args[0].message for c in connections.all(initialized_only=True)
+    return [out.message for c in connections.all(initialized_only=True)
             for _, func, _ in c.run_on_commit
-            if isinstance(func, partial) and func.func is _publish_after_commit]
+            if isinstance(func, CommitBatch) and not func.done for out in func.items]
 
 
 def _task_name(task: Task | str) -> str:

@@ -76,3 +76,45 @@ def test_a_retry_with_the_same_id_counts_no_death(broker):
     c.fetch(1, 0)
     assert c.release().fate is Fate.ACKED
     assert broker.client.hget(broker.deaths_key, "m0") is None
+
+
+# -- the hot calls' held connection --------------------------------------------------
+
+
+def test_the_hot_calls_reconnect_after_the_server_restarts(private_redis_server):
+    broker = make_broker(private_redis_server.url, "held")
+    broker.publish([msg(0)])
+    private_redis_server.stop()
+    private_redis_server.start()  # the same port, no data, no scripts loaded
+    broker.publish([msg(1)])
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m1"]
+
+
+def test_the_hot_calls_load_their_script_again_after_a_script_flush(private_redis_server):
+    broker = make_broker(private_redis_server.url, "held")
+    broker.publish([msg(0)])
+    broker.client.script_flush()
+    broker.publish([msg(1)])
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0", "m1"]
+
+
+def test_a_forked_child_publishes_on_a_connection_of_its_own(private_redis_server):
+    import os
+
+    broker = make_broker(private_redis_server.url, "held")
+    broker.publish([msg(0)])
+    parent_id = broker.client.client_id()
+    held = broker._held._connection()
+    pid = os.fork()
+    if pid == 0:  # the child: publish, and say whether it used the parent's socket
+        code = 1
+        try:
+            broker.publish([msg(1)])
+            code = 2 if broker._held._connection() is held else 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    broker.publish([msg(2)])  # the parent's connection still works
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0", "m1", "m2"]
+    assert broker.client.client_id() == parent_id

@@ -69,6 +69,48 @@ def test_nested_savepoint_rollback_drops_only_its_task(broker):
     assert not TaskResult.objects.filter(task_id=dropped.id).exists()
 
 
+def test_the_tasks_of_one_transaction_reach_the_broker_in_one_publish(broker, monkeypatch):
+    calls = []
+    real = type(broker).publish
+    monkeypatch.setattr(type(broker), "publish",
+                        lambda self, items: (calls.append(len(items)), real(self, items)))
+    with transaction.atomic():
+        for i in range(5):
+            tasks.add.delay(i, i)
+    assert calls == [5]
+    assert depth(broker) == 5
+
+
+def test_a_savepoint_rolled_back_between_batched_tasks_drops_only_its_own(broker):
+    with transaction.atomic():
+        first = tasks.add.delay(1, 1)
+        with pytest.raises(RuntimeError), transaction.atomic():
+            tasks.add.delay(2, 2)
+            raise RuntimeError
+        last = tasks.add.delay(3, 3)
+    queued = [m.id for m in broker.consumer("c", ["default"]).fetch(10, 0)]
+    assert queued == [first.id, last.id]
+
+
+def test_tasks_enqueued_after_a_rolled_back_transaction_are_published(broker):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.add.delay(1, 1)
+        raise RuntimeError
+    with transaction.atomic():
+        kept = tasks.add.delay(2, 2)
+    assert [m.id for m in broker.consumer("c", ["default"]).fetch(10, 0)] == [kept.id]
+
+
+def test_an_on_commit_callback_between_tasks_runs_between_their_publishes(broker):
+    seen = []
+    with transaction.atomic():
+        tasks.add.delay(1, 1)
+        transaction.on_commit(lambda: seen.append(depth(broker)))
+        tasks.add.delay(2, 2)
+    assert seen == [1]
+    assert depth(broker) == 2
+
+
 def test_worker_sees_the_rows_the_transaction_committed(burst):
     with transaction.atomic():
         result = tasks.create_item.delay("committed")

@@ -18,7 +18,8 @@ PEERS_SCHEMA = os.environ.get("PEERS_PG_SCHEMA", "djtasks_peers")
 DATABASES = {
     "default": {
         **POSTGRES,
-        "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}"},
+        "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}",
+                    "application_name": "djtasks-peers"},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,4 +1,4 @@
-"""Celery: Redis broker on db 13, ignore_result, prefetch multiplier 32."""
+"""Celery: Redis broker on the private server, ignore_result, prefetch multiplier 32."""
 
 from __future__ import annotations
 

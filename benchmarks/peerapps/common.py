@@ -1,4 +1,5 @@
-"""What every peer's task module shares: the Redis (db 13) and the counter client."""
+"""What every peer's task module shares: the Redis (the private server peers.py
+or run.py started, ``PEERS_REDIS_URL``) and the counter client."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import redis
 
-REDIS_URL = os.environ.get("PEERS_REDIS_URL", "redis://127.0.0.1:6379/13")
+REDIS_URL = os.environ.get("PEERS_REDIS_URL", "")
 
 _client: redis.Redis | None = None
 

@@ -20,7 +20,8 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = ["django_tasks", "django_tasks_db"]
 PEERS_SCHEMA = os.environ.get("PEERS_PG_SCHEMA", "djtasks_peers")
 DATABASES = {
-    "default": {**POSTGRES, "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}"}},
+    "default": {**POSTGRES, "OPTIONS": {"options": f"-c search_path={PEERS_SCHEMA}",
+                    "application_name": "djtasks-peers"}},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 QUEUE = "peers-tasksdb"

@@ -1,4 +1,4 @@
-"""Dramatiq: RedisBroker on db 13, default middleware, no Results middleware."""
+"""Dramatiq: RedisBroker on the private server, default middleware, no Results middleware."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Huey: RedisHuey on db 13 with results off (a no-op returns None anyway)."""
+"""Huey: RedisHuey on the private server with results off (a no-op returns None anyway)."""
 
 from __future__ import annotations
 

@@ -129,6 +129,18 @@ class Consumer(ABC):
         dead consumer's lost results are reported (``Reaped.unsettled``).
         """
 
+    def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
+                        track: bool = True, acks: Iterable[str] = ()
+                        ) -> tuple[Started, list[Delivery]]:
+        """``start(task_id, ...)``, then ``fetch(count, 0)``: what the
+        executor asks when it starts the last message it holds, so the next
+        ones are at hand when that one ends. A broker that can do both in
+        one round trip overrides this (Redis); the fetched messages are held
+        by this consumer as ``fetch`` says, so none is lost if it dies.
+        """
+        started = self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks)
+        return started, self.fetch(count, 0)
+
     @abstractmethod
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         """Forget fetched messages ``ids``: never delivered again, their

@@ -30,15 +30,18 @@ by the scripts without decoding the JSON body.
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BrokerError, BrokerUnavailable
@@ -68,6 +71,67 @@ SCAN_CHUNK = 1000  # frames per LRANGE
 def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
 
+
+def _start_then_fetch() -> str:
+    """startfetch.lua, with start.lua and fetch.lua as the functions it calls."""
+    return "".join(f"local function {name}(KEYS, ARGV)\n{_script(name)}\nend\n"
+                   for name in ("start", "fetch")) + _script("startfetch")
+
+
+_STARTED = {1: Started.RUN, 0: Started.REVOKED, -1: Started.LOST}  # start.lua's reply
+
+
+
+class _HeldConnection:
+    """EVALSHA for the hot calls (publish, fetch, start) on one connection
+    held per thread and process, instead of one taken from the pool and
+    given back per call: they skip redis-py's ``Script``, pool and event
+    layers, which cost about as much as the round trip itself.
+
+    Still redis-py's ``Connection``, checked before each use as the pool
+    checks one it hands out (a connection the server closed, or with
+    unread data, is replaced), with the client's retry policy and health
+    check. A forked child never uses its parent's connection: a new one is
+    made when the pid changes.
+    """
+
+    def __init__(self, pool: redis.ConnectionPool) -> None:
+        self.pool = pool
+        self._local = threading.local()
+
+    def _connection(self) -> Any:
+        held = getattr(self._local, "held", None)
+        pid = os.getpid()
+        if held is None or held[0] != pid:
+            held = self._local.held = (pid, self.pool.make_connection())
+        conn: Any = held[1]
+        try:
+            if conn._sock is not None and conn.can_read():  # closed by the server, or stray data
+                conn.disconnect()
+        except RedisConnectionError:
+            conn.disconnect()  # send_packed_command connects again
+        return conn
+
+    def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        conn = self._connection()
+        packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        def call() -> Any:
+            conn.send_packed_command(packed)
+            return conn.read_response()
+
+        try:
+            return conn.retry.call_with_retry(call, lambda _: conn.disconnect())
+        except NoScriptError:  # a restarted or flushed server: load it, as Script does
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            conn.read_response()
+            return conn.retry.call_with_retry(call, lambda _: conn.disconnect())
+
+    def close(self) -> None:
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == os.getpid():
+            held[1].disconnect()
+        self._local = threading.local()
 
 
 def _published(message: Message) -> str:
@@ -108,12 +172,24 @@ class RedisBroker(Broker):
         self._requeue = client.register_script(_script("requeue"))
         self._reap = client.register_script(_script("reap"))
         self._start = client.register_script(_script("start"))
+        self._start_fetch = client.register_script(_start_then_fetch())
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
         self._lead = client.register_script(_script("lead"))
         self._purge = client.register_script(_script("purge"))
         self._chord = client.register_script(_script("chord"))
+        # A plain pool (also django-redis', Sentinel's): the hot calls hold a
+        # connection of their own. Anything else (a cluster client) goes
+        # through Script.
+        pool = getattr(client, "connection_pool", None)
+        self._held = _HeldConnection(pool) if isinstance(pool, redis.ConnectionPool) else None
+
+    def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run ``script`` (a hot call) as ``_call`` does, on the held connection."""
+        if self._held is None:
+            return self._call(script, keys=keys, args=args)
+        return self._call(self._held.evalsha, script, keys, args)
 
     # -- keys ----------------------------------------------------------------
 
@@ -154,8 +230,7 @@ class RedisBroker(Broker):
             frame = f"{message.id}\n{list_key}\n".encode() + body
             argv += [message.id, list_key, self.wake_key(message.queue), frame,
                      "" if message.eta is None else repr(message.eta), _published(message)]
-        self._call(self._publish, keys=[self.scheduled_key, self.etas_key, self.published_key],
-                   args=argv)
+        self._eval(self._publish, [self.scheduled_key, self.etas_key, self.published_key], argv)
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         if not messages:
@@ -230,6 +305,8 @@ class RedisBroker(Broker):
         self._call(self.client.ping)
 
     def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
         self.client.close()
 
     # -- inspection ----------------------------------------------------------
@@ -394,7 +471,8 @@ class RedisConsumer(Consumer):
     def __repr__(self) -> str:
         return f"<RedisConsumer {self.name}>"
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def _fetch_call(self, count: int) -> tuple[list[str], list[Any]]:
+        """fetch.lua's keys and arguments."""
         b = self.broker
         # Rotate the queue order on each fetch so no queue starves another.
         queues = self.queues
@@ -403,16 +481,23 @@ class RedisConsumer(Consumer):
         wake = [b.wake_key(q) for q in queues]
         keys = [self.inflight_key, b.scheduled_key, *wake]
         keys += [b.list_key(q, p) for q in ordered for p in PRIORITIES]
-        now = b.clock()
-        args = [count, now, len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
-        frames, next_eta, revoked = b._call(b._fetch, keys=keys, args=args)
+        args = [count, b.clock(), len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
+        return keys, args
+
+    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+        b = self.broker
+        keys, args = self._fetch_call(count)
+        frames, next_eta, revoked = b._eval(b._fetch, keys, args)
         if not frames and not revoked and timeout > 0:
             wait = min(timeout, MAX_BLOCK)
             if next_eta is not None:
-                wait = min(wait, max(float(next_eta) - now, 0.001))
-            b._call(b.client.blpop, wake, timeout=max(wait, 0.001))
+                wait = min(wait, max(float(next_eta) - args[1], 0.001))
+            b._call(b.client.blpop, keys[2:2 + len(self.queues)], timeout=max(wait, 0.001))
             args[1] = b.clock()
-            frames, _, revoked = b._call(b._fetch, keys=keys, args=args)
+            frames, _, revoked = b._eval(b._fetch, keys, args)
+        return self._deliveries(frames, revoked)
+
+    def _deliveries(self, frames: list[bytes], revoked: list[bytes]) -> list[Delivery]:
         return ([self._delivery(f) for f in frames]
                 + [self._delivery(f, revoked=True) for f in revoked])
 
@@ -422,15 +507,33 @@ class RedisConsumer(Consumer):
         queue = list_key.decode("utf-8", "replace")[len(self.broker.prefix) + 2:-2]
         return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
 
-    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+    def _start_call(self, task_id: str, ack: bool, redeliver: bool, track: bool,
+                    acks: Iterable[str]) -> tuple[list[str], list[Any]]:
+        """start.lua's keys and arguments."""
         b = self.broker
         keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name),
                 b.deaths_key]
         args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
                 "1" if track else "", *acks]
-        code = int(b._call(b._start, keys=keys, args=args))
-        return Started.RUN if code == 1 else Started.REVOKED if code == 0 else Started.LOST
+        return keys, args
+
+    def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
+              acks: Iterable[str] = ()) -> Started:
+        b = self.broker
+        keys, args = self._start_call(task_id, ack, redeliver, track, acks)
+        return _STARTED[int(b._eval(b._start, keys, args))]
+
+    def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
+                        track: bool = True, acks: Iterable[str] = ()
+                        ) -> tuple[Started, list[Delivery]]:
+        # One round trip: startfetch.lua runs start.lua, then fetch.lua.
+        b = self.broker
+        start_keys, start_args = self._start_call(task_id, ack, redeliver, track, acks)
+        fetch_keys, fetch_args = self._fetch_call(count)
+        code, (frames, _, revoked) = b._eval(
+            b._start_fetch, [*start_keys, *fetch_keys],
+            [len(start_keys), len(start_args), *start_args, *fetch_args])
+        return _STARTED[int(code)], self._deliveries(frames, revoked)
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         ids, settled = list(ids), list(settled)

@@ -222,12 +222,19 @@ class Executor(IgnoredRuns):
                 return
         store = not task.result_ignored(message)
         acks, self._acks = self._acks, []
+        ack, redeliver = not task.acks_late, task.reject_on_worker_lost is not False
         try:
             # At most once unless acks_late: acked here, before it runs.
-            started = self.consumer.start(
-                message.id, ack=not task.acks_late,
-                redeliver=task.reject_on_worker_lost is not False, track=store, acks=acks,
-            )
+            if len(self._backlog) == 1 and self.prefetch > 1 and not self.inline:
+                # The last one held: fetch the next in the same round trip,
+                # never holding more than ``prefetch`` (this one included).
+                started, more = self.consumer.start_and_fetch(
+                    message.id, self.prefetch - 1, ack=ack, redeliver=redeliver, track=store,
+                    acks=acks)
+                self._backlog.extend(more)
+            else:
+                started = self.consumer.start(message.id, ack=ack, redeliver=redeliver,
+                                              track=store, acks=acks)
         except BrokerError:
             self._acks = acks + self._acks  # not sent: keep them for the next round trip
             raise

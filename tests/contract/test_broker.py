@@ -201,6 +201,27 @@ def test_start_acks_the_other_ids_it_is_given(broker):
     assert broker.consumer("c/0.1", ["default"]).release().requeued == []
 
 
+def test_start_and_fetch_starts_one_and_holds_the_next_ones(broker):
+    broker.publish([msg(i) for i in range(4)])
+    consumer = broker.consumer("c/0.1", ["default"])
+    assert ids(consumer.fetch(1, 0)) == ["m0"]
+    started, more = consumer.start_and_fetch("m0", 2, ack=True)
+    assert (started, ids(more)) == (Started.RUN, ["m1", "m2"])
+    released = broker.consumer("c/0.1", ["default"]).release()
+    assert (released.running, released.fate) == ("m0", Fate.ACKED)
+    assert sorted(released.requeued) == ["m1", "m2"]  # held, never lost
+    assert broker.queue_depths(["default"]) == {"default": 3}
+
+
+def test_start_and_fetch_reports_a_lost_start_and_still_fetches(broker):
+    broker.publish([msg(0), msg(1)])
+    broker.consumer("c/0.1", ["default"]).fetch(1, 0)
+    broker.consumer("c/0.1", ["default"]).release()  # its lease ran out: m0 is back
+    started, more = broker.consumer("c/0.1", ["default"]).start_and_fetch("m0", 5, ack=True)
+    assert started is Started.LOST
+    assert sorted(ids(more)) == ["m0", "m1"]
+
+
 def test_reap_takes_back_only_consumers_whose_lease_ran_out(broker, clock):
     broker.publish([msg(i) for i in range(2)])
     broker.consumer("dead/0.1", ["default"]).renew(1)

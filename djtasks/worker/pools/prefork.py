@@ -11,6 +11,7 @@ slot showed, and happens only if the slot still shows it just before.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -138,6 +139,10 @@ class PreforkPool(Pool):
         blocked = {signal.SIGTERM, signal.SIGINT}
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         self.slots.reset(slot)  # before the fork: from then on the child writes it
+        # What exists now is never collected, here or in the child: a
+        # collection writes to every object it visits, which would copy the
+        # pages the child shares with this process (the gc.freeze docs).
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             self._child(slot, consumer)  # never returns
