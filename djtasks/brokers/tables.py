@@ -6,6 +6,9 @@ are Unix timestamps in seconds (floats), as everywhere in the broker layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.db import models
 
 
@@ -197,3 +200,23 @@ class ChordMember(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member_id} of chord {self.chord_id}"
+
+
+# -- what the database broker's plain SQL names ------------------------------
+
+QUEUE = QueuedMessage._meta.db_table
+CONSUMER = BrokerConsumer._meta.db_table
+STARTED = StartedTask._meta.db_table
+REVOCATION = Revocation._meta.db_table
+# Ready messages of a queue a consumer may claim (params: prefix, queue, now,
+# prefix, consumer, count): not a twin of one it holds, highest priority,
+# oldest first. On PostgreSQL it is MATERIALIZED, so its LIMIT holds: an
+# IN (subquery) may be planned as a join that runs it more than once.
+READY = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer = '' "
+         f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
+         f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id LIMIT %s")
+
+
+def marks(values: Sequence[Any]) -> str:
+    """``%s, %s, ...``: one placeholder per value, for ``IN (...)``."""
+    return ", ".join(["%s"] * len(values))
