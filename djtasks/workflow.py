@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +71,33 @@ def after_revoked(message: Message, exc: BaseException) -> FollowUp | None:
     if "chord" not in message.options:
         return None
     return FollowUp(message, states.FAILURE, exception=exc)
+
+
+def resume(task_ids: Sequence[str], lost: Mapping[str, BaseException]) -> None:
+    """The follow-ups a dead executor owed, run by the supervisor that
+    settled its tasks (``settle_lost``). A task in ``lost`` was settled
+    FAILURE with that ``WorkerLostError`` while it ran: its chord ends
+    FAILURE and its errbacks are called, as for a raised error. Another
+    whose final row was stored may have died before its follow-ups ran:
+    they are run again, and each, claimed by its row or counted by its
+    member id, still runs once. Tasks of no workflow cost one query."""
+    from .outbox import message_from_row
+    from .result import _rebuild_exception
+
+    follow_ups = []
+    for row in TaskResult.objects.filter(task_id__in=list(task_ids),
+                                         status__in=(states.SUCCESS, states.FAILURE)):
+        if not _WORKFLOW_KEYS.intersection(row.options or {}):
+            continue
+        message = message_from_row(row)
+        if row.status == states.SUCCESS:
+            follow_ups.append(FollowUp(message, states.SUCCESS, value=codec.decode(row.result)))
+        else:
+            exc = lost.get(row.task_id) or _rebuild_exception(row.exception_type,
+                                                              row.exception_message)
+            follow_ups.append(FollowUp(message, states.FAILURE, exception=exc,
+                                       traceback=row.traceback))
+    run_all(follow_ups)
 
 
 def run_all(follow_ups: list[FollowUp]) -> None:

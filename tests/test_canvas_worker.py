@@ -3,10 +3,13 @@ Redis and the database broker: a chord of 1,000 members calls its callback
 exactly once, also when its worker is killed -9 mid-chord with acks_late."""
 
 import json
+import os
+import signal
 
 import pytest
 
 from djtasks import GroupResult, chain, chord, group, states
+from djtasks.exceptions import WorkerLostError
 from djtasks.models import TaskResult
 from tests.app import canvas_tasks as ct
 from tests.app import tasks
@@ -66,6 +69,23 @@ def test_a_failing_member_ends_the_chord_failure_and_calls_the_errback_once(star
     wait_until(lambda: GroupResult.restore(result.parent.id).ready(), timeout=30)
     assert count(c) == 1 and count(cb) == 0
     assert result.status == states.FAILURE
+
+
+def test_a_member_lost_with_its_executor_ends_the_chord_failure_and_calls_the_errback(
+        start, counter):
+    # acks_late=False: the member is not run again, so its chord must be told.
+    started, c, cb = counter("started"), counter("errback"), counter("callback")
+    header = [ct.double.s(i) for i in range(5)] + [ct.stall.s(1, started)]
+    result = chord(header)(ct.tsum.s(counter=cb).on_error(ct.errback_new.s(c)))
+    worker = start("-c", "1")
+    wait_until(lambda: count(started) == 1, timeout=60, what="the stalling member")
+    os.kill(worker.children()[0], signal.SIGKILL)
+    with pytest.raises(WorkerLostError):
+        result.get(timeout=60)
+    wait_until(lambda: count(c) >= 1, timeout=30, what="the errback")
+    calls = [json.loads(x) for x in _redis().lrange(c + ":calls", 0, -1)]
+    assert [call[2] for call in calls] == ["WorkerLostError"]
+    assert count(cb) == 0 and result.status == states.FAILURE
 
 
 def test_link_error_on_a_chain_is_called_when_a_later_task_fails(start, counter):

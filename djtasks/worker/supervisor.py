@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from django.db import close_old_connections
 
-from .. import outbox, signals, states
+from .. import outbox, signals, states, workflow
 from ..brokers import Broker, Consumer, Fate, Reaped, get_broker
 from ..conf import get_settings
 from ..exceptions import TaskRevokedError, TimeLimitExceeded, WorkerLostError
@@ -73,6 +73,8 @@ def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None
     """Mark the task a dead consumer was running as FAILURE (``WorkerLostError``),
     unless its message went back to the queue to run again."""
     done = []
+    owed: list[str] = []  # settled tasks whose workflow follow-ups may not have run
+    lost: dict[str, BaseException] = {}
     for r in reaped:
         if r.requeued:
             logger.warning("gave back %d message(s) of consumer %s", len(r.requeued),
@@ -83,19 +85,29 @@ def settle_lost(reaped: list[Reaped], broker: Broker, why: str = "died") -> None
         for task_id in r.unsettled:
             if task_id in r.requeued:  # acks_late, not yet acked: it runs again
                 continue
+            owed.append(task_id)
             exc = WorkerLostError(f"{r.consumer} {why} after the task ran; its result was lost")
             if _mark(task_id, r.consumer, states.FAILURE, exc):
+                lost[task_id] = exc
                 logger.error("the result of task %s was lost with consumer %s", task_id,
                              r.consumer)
                 done.append(task_id)
         if r.running is None or r.fate is Fate.REQUEUED:
             continue
         exc = WorkerLostError(f"{r.consumer} {why} while running the task")
+        owed.append(r.running)
         if _mark(r.running, r.consumer, states.FAILURE, exc):
+            lost[r.running] = exc
             logger.error("task %s was lost with consumer %s", r.running, r.consumer)
             done.append(r.running)
     if done:
         broker.notify_done(done)
+    if owed:
+        try:
+            workflow.resume(owed, lost)
+        except Exception:  # the supervisor outlives any one workflow's trouble
+            logger.exception("could not run the follow-ups of %d task(s) lost with their "
+                             "executor", len(owed))
 
 
 class Supervisor:

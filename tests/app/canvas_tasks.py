@@ -59,3 +59,11 @@ def note(value, counter):
     bump(counter)
     _redis().rpush(counter + ":calls", json.dumps(value))
     return value
+
+
+@shared_task
+def stall(x, counter, seconds=60.0):
+    """Counted when it starts, then sleeps: a test kills its executor then."""
+    bump(counter)
+    time.sleep(seconds)
+    return x
