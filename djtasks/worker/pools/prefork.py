@@ -146,9 +146,11 @@ class PreforkPool(Pool):
         pid = os.fork()
         if pid == 0:
             self._child(slot, consumer)  # never returns
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        # Known as a child before a signal held back during the fork is
+        # handled: a warm shutdown that came meanwhile must reach it too.
         self.children[pid] = (slot, consumer)
         self._spawned[slot] = time.monotonic()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
 
     def _child(self, slot: int, consumer: str) -> None:
         code = 1
