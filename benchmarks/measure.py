@@ -45,7 +45,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connections, transaction  # noqa: E402
+from django.db import OperationalError, connection, connections, transaction  # noqa: E402
 
 from benchmarks.benchapp import tasks  # noqa: E402
 from djtasks.brokers import get_broker, tables  # noqa: E402
@@ -149,6 +149,30 @@ def _warm(worker: subprocess.Popen, task) -> None:
     time.sleep(0.5)
 
 
+def _freeze(worker: subprocess.Popen) -> None:
+    """SIGSTOP the worker's processes. On SQLite, never while one of them is
+    inside its claim's write transaction: frozen there, it would hold the
+    database's one write lock and every enqueue would wait for it ("database
+    is locked"). So the write lock is tried at once after each freeze, and
+    the worker is let run 20 ms more until it is free."""
+    while True:
+        os.killpg(worker.pid, signal.SIGSTOP)
+        if connection.vendor != "sqlite":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 0")
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("ROLLBACK")
+                return
+            except OperationalError:
+                pass
+            finally:
+                cursor.execute("PRAGMA busy_timeout = 30000")
+        os.killpg(worker.pid, signal.SIGCONT)
+        time.sleep(0.02)
+
+
 # -- the rows -----------------------------------------------------------------------
 
 def enqueue_rate(task, n: int) -> float:
@@ -177,7 +201,7 @@ def drain_rate(task, n: int, concurrency: int, timeout: float) -> tuple[float, i
     worker = _worker("-c", str(concurrency))
     try:
         _warm(worker, task)
-        os.killpg(worker.pid, signal.SIGSTOP)
+        _freeze(worker)
         try:
             for _ in range(n):
                 task.delay(counter)
