@@ -102,6 +102,8 @@ class Consumer(ABC):
 
     name: str
     queues: list[str]
+    # Whether ``start_and_fetch`` fetches too (in the start's round trip).
+    fetches_with_start = False
 
     @abstractmethod
     def fetch(self, count: int, timeout: float) -> list[Delivery]:
@@ -132,14 +134,16 @@ class Consumer(ABC):
     def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
                         track: bool = True, acks: Iterable[str] = ()
                         ) -> tuple[Started, list[Delivery]]:
-        """``start(task_id, ...)``, then ``fetch(count, 0)``: what the
-        executor asks when it starts the last message it holds, so the next
-        ones are at hand when that one ends. A broker that can do both in
-        one round trip overrides this (Redis); the fetched messages are held
-        by this consumer as ``fetch`` says, so none is lost if it dies.
+        """``start(task_id, ...)`` and, where the broker can do it in the
+        same round trip (``fetches_with_start``: Redis), ``fetch(count, 0)``:
+        what the executor asks when it starts the last message it holds, so
+        the next ones are at hand when that one ends. The fetched messages
+        are held by this consumer as ``fetch`` says, so none is lost if it
+        dies. Elsewhere it fetches nothing (``[]``): a fetch of its own
+        before the run would only delay the task by a round trip; the
+        executor fetches after the run instead.
         """
-        started = self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks)
-        return started, self.fetch(count, 0)
+        return self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks), []
 
     @abstractmethod
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:

@@ -463,6 +463,8 @@ class RedisBroker(Broker):
 class RedisConsumer(Consumer):
     """A consumer's handle: its in-flight hash, started set and lease."""
 
+    fetches_with_start = True  # startfetch.lua
+
     def __init__(self, broker: RedisBroker, name: str, queues: list[str]) -> None:
         self.broker, self.name, self.queues = broker, name, queues
         self.inflight_key = broker.inflight_key(name)

@@ -208,20 +208,22 @@ def test_start_and_fetch_starts_one_and_holds_the_next_ones(broker):
     consumer = broker.consumer("c/0.1", ["default"])
     assert ids(consumer.fetch(1, 0)) == ["m0"]
     started, more = consumer.start_and_fetch("m0", 2, ack=True)
-    assert (started, ids(more)) == (Started.RUN, ["m1", "m2"])
+    held = ["m1", "m2"] if consumer.fetches_with_start else []
+    assert (started, ids(more)) == (Started.RUN, held)
     released = broker.consumer("c/0.1", ["default"]).release()
     assert (released.running, released.fate) == ("m0", Fate.ACKED)
-    assert sorted(released.requeued) == ["m1", "m2"]  # held, never lost
+    assert sorted(released.requeued) == held  # held, never lost
     assert broker.queue_depths(["default"]) == {"default": 3}
 
 
-def test_start_and_fetch_reports_a_lost_start_and_still_fetches(broker):
+def test_start_and_fetch_reports_a_lost_start_and_still_fetches_where_it_fetches(broker):
     broker.publish([msg(0), msg(1)])
     broker.consumer("c/0.1", ["default"]).fetch(1, 0)
     broker.consumer("c/0.1", ["default"]).release()  # its lease ran out: m0 is back
-    started, more = broker.consumer("c/0.1", ["default"]).start_and_fetch("m0", 5, ack=True)
+    consumer = broker.consumer("c/0.1", ["default"])
+    started, more = consumer.start_and_fetch("m0", 5, ack=True)
     assert started is Started.LOST
-    assert sorted(ids(more)) == ["m0", "m1"]
+    assert sorted(ids(more)) == (["m0", "m1"] if consumer.fetches_with_start else [])
 
 
 def test_reap_takes_back_only_consumers_whose_lease_ran_out(broker, clock):
