@@ -225,7 +225,8 @@ class Executor(IgnoredRuns):
         ack, redeliver = not task.acks_late, task.reject_on_worker_lost is not False
         try:
             # At most once unless acks_late: acked here, before it runs.
-            if len(self._backlog) == 1 and self.prefetch > 1 and not self.inline:
+            if (len(self._backlog) == 1 and self.prefetch > 1 and not self.inline
+                    and self.consumer.fetches_with_start):
                 # The last one held: fetch the next in the same round trip,
                 # never holding more than ``prefetch`` (this one included).
                 started, more = self.consumer.start_and_fetch(
