@@ -4,7 +4,8 @@ transaction, an in-process worker, and real worker subprocesses killed -9."""
 import signal
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from djtasks import AsyncResult, revoke, states
 from djtasks.brokers import get_broker
@@ -55,6 +56,32 @@ def test_a_savepoint_rollback_drops_only_its_task(db_broker):
     assert list(QueuedMessage.objects.values_list("task_id", flat=True)) == [kept.id]
     assert not TaskResult.objects.filter(task_id=dropped.id).exists()
 
+
+
+def _synchronous_commit() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return cursor.fetchone()[0]
+
+
+def test_a_claim_alone_skips_the_wal_flush_and_a_claim_in_a_transaction_does_not(db_broker):
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    relaxed = "set_config('synchronous_commit', 'off', true)"
+    tasks.add.delay(1, 2)
+    with CaptureQueriesContext(connection) as alone:
+        [delivery] = db_broker.consumer("c/1", ["default"]).fetch(1, 0)
+    assert any(relaxed in q["sql"] for q in alone.captured_queries)
+    # Only the claim's own transaction was relaxed: later writes on this
+    # connection (a task body's) commit synchronously.
+    assert _synchronous_commit() == "on"
+    tasks.add.delay(3, 4)
+    with transaction.atomic(), CaptureQueriesContext(connection) as inside:
+        assert len(db_broker.consumer("c/2", ["default"]).fetch(1, 0)) == 1
+        assert _synchronous_commit() == "on"  # the caller's transaction is left as it was
+    assert not any(relaxed in q["sql"] for q in inside.captured_queries)
+    assert db_broker.consumer("c/1", ["default"]).start(
+        delivery.id, ack=True).name == "RUN"
 
 def test_a_burst_worker_runs_results_retries_and_failures(db_broker, burst, counter):
     added = tasks.add.delay(20, 22)
