@@ -81,11 +81,12 @@ def _start_then_fetch() -> str:
 _STARTED = {1: Started.RUN, 0: Started.REVOKED, -1: Started.LOST}  # start.lua's reply
 
 
-
 def _bulk(value: Any) -> bytes:
     """One command argument in RESP, encoded as redis-py's ``Encoder`` does:
     bytes as they are, str as UTF-8, int and float by ``repr``."""
-    if isinstance(value, bytes):
+    if type(value) is str:
+        data = value.encode()
+    elif isinstance(value, bytes):
         data = value
     elif isinstance(value, str):
         data = value.encode()
@@ -130,6 +131,12 @@ def _unpacked(parts: Sequence[Any]) -> list[Any]:
         else:
             out.append(part)
     return out
+
+
+# start.lua's ARGV[3..5] for (redeliver, ack, track), packed once.
+_START_FLAGS = {(redeliver, ack, track): Packed(["" if redeliver else "k", "1" if ack else "",
+                                                 "1" if track else ""])
+                for redeliver in (True, False) for ack in (True, False) for track in (True, False)}
 
 
 class _HeldConnection:
@@ -536,6 +543,7 @@ class RedisConsumer(Consumer):
         self._start_keys = Packed([self.inflight_key, b.running_key, b.revoked_key,
                                    b.started_key(name), b.deaths_key])
         self._fetch_keys: dict[int, Packed] = {}
+        self._name = Packed([name])
         self._fetch_args = Packed([len(queues), b.revoked_key, b.dead_key, b.prefix,
                                    b.etas_key])
 
@@ -581,15 +589,16 @@ class RedisConsumer(Consumer):
         return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
 
     def _start_args(self, task_id: str, ack: bool, redeliver: bool, track: bool,
-                    acks: Iterable[str]) -> list[Any]:
-        """start.lua's arguments (its keys are ``_start_keys``)."""
-        return [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
-                "1" if track else "", *acks]
+                    acks: Iterable[str]) -> tuple[list[Any], int]:
+        """start.lua's arguments (its keys are ``_start_keys``) and how many they are."""
+        flags = _START_FLAGS[bool(redeliver), bool(ack), bool(track)]
+        args = [self._name, task_id, flags, *acks]
+        return args, len(args) + 2  # the flags are three
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
-        args = self._start_args(task_id, ack, redeliver, track, acks)
+        args, _ = self._start_args(task_id, ack, redeliver, track, acks)
         return _STARTED[int(b._eval(b._start, [self._start_keys], args))]
 
     def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
@@ -597,11 +606,11 @@ class RedisConsumer(Consumer):
                         ) -> tuple[Started, list[Delivery]]:
         # One round trip: startfetch.lua runs start.lua, then fetch.lua.
         b = self.broker
-        start_args = self._start_args(task_id, ack, redeliver, track, acks)
+        start_args, nargs = self._start_args(task_id, ack, redeliver, track, acks)
         fetch_keys, fetch_args = self._fetch_call(count, b.clock())
         code, (frames, _, revoked) = b._eval(
             b._start_fetch, [self._start_keys, *fetch_keys],
-            [len(self._start_keys.args), len(start_args), *start_args, *fetch_args])
+            [len(self._start_keys.args), nargs, *start_args, *fetch_args])
         return _STARTED[int(code)], self._deliveries(frames, revoked)
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
