@@ -305,9 +305,11 @@ class Executor(IgnoredRuns):
             return
         now = time.monotonic()
         # Before a task that follows another at once, the check made after
-        # that one stands: a connection may outlive its CONN_MAX_AGE by up
-        # to RECHECK seconds, and nothing else changes in between.
-        if before and now - self._connections_checked < RECHECK:
+        # that one stands when the broker's calls in between use no Django
+        # connection (not the database broker's): a connection may outlive
+        # its CONN_MAX_AGE by up to RECHECK seconds, nothing else changes.
+        if (before and self.broker.atomic_with is None
+                and now - self._connections_checked < RECHECK):
             return
         close_old_connections()
         self._connections_checked = now
