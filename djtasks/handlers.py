@@ -20,6 +20,8 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import states
+
 if TYPE_CHECKING:
     from inspect import Signature
 
@@ -225,8 +227,6 @@ def call_body(task: Any, message: Message) -> Any:
 
 def after_run(task: Any, message: Message, outcome: Outcome) -> None:
     """``on_success``, ``on_failure`` or ``on_retry`` for ``outcome``."""
-    from . import states
-
     handler = ("on_success" if outcome.status == states.SUCCESS else
                "on_failure" if outcome.status == states.FAILURE else "on_retry")
     if handler not in task._overridden:

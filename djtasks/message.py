@@ -15,6 +15,8 @@ from .signing import get_signer
 
 PROTOCOL_VERSION = 1
 _MAX_TIMESTAMP = 253402300800.0  # 10000-01-01: datetime cannot go further
+_NUMBER = (int, float)
+_json_decode = json.JSONDecoder().decode
 
 def utc_datetime(ts: float | None) -> datetime | None:
     """A message's timestamp (seconds) as an aware UTC datetime, or None."""
@@ -102,7 +104,9 @@ class Message:
             body = body.encode()
         payload = get_signer().unsign(body)
         try:
-            data = json.loads(payload)
+            # UTF-8, as dump_envelope writes it: json.loads(bytes) would first
+            # guess among UTF-8, -16 and -32.
+            data = _json_decode(payload.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError) as exc:
             raise MessageError(f"the body is not a djtasks JSON envelope: {exc}") from None
         if not isinstance(data, dict):
@@ -145,6 +149,20 @@ class Message:
         return message
 
     def _type_problem(self) -> str | None:
+        # JSON data has exact types, so a valid envelope without options (the
+        # common one) passes this one test; anything else is told apart below.
+        eta, expires, created = self.eta, self.expires, self.created
+        if (type(self.id) is str and type(self.task) is str and type(self.args) is list
+                and type(self.kwargs) is dict and type(self.queue) is str
+                and type(self.priority) is int and 0 <= self.priority <= 9
+                and type(self.retries) is int and 0 <= self.retries < 2**31
+                and type(created) in _NUMBER and 0 <= created < _MAX_TIMESTAMP
+                and (eta is None or type(eta) in _NUMBER and 0 <= eta < _MAX_TIMESTAMP)
+                and (expires is None
+                     or type(expires) in _NUMBER and 0 <= expires < _MAX_TIMESTAMP)
+                and type(self.options) is dict and not self.options
+                and all(type(k) is str for k in self.kwargs)):
+            return None
         checks = (
             ("id", str), ("task", str), ("args", list), ("kwargs", dict), ("queue", str),
             ("priority", int), ("retries", int), ("created", int | float), ("options", dict),

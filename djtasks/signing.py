@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.core.signing import b64_encode
-from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.crypto import salted_hmac
 
 from .exceptions import MessageError
 
@@ -49,7 +49,7 @@ class MessageSigner:
             raise MessageError("the message is not signed; djtasks runs only messages "
                                "signed with this project's SECRET_KEY")
         for key in self._keys:
-            if constant_time_compare(self._signature(key, payload), signature):
+            if hmac.compare_digest(self._signature(key, payload), signature):
                 return payload
         raise MessageError("the message signature does not match SECRET_KEY or any of "
                            "SECRET_KEY_FALLBACKS: it was altered, or sent by another "

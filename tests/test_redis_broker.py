@@ -81,6 +81,20 @@ def test_a_retry_with_the_same_id_counts_no_death(broker):
 # -- the hot calls' held connection --------------------------------------------------
 
 
+def test_the_hot_calls_pack_arguments_as_redis_py_does():
+    from redis.connection import Connection
+
+    from djtasks.brokers.redis import Packed, _bulk, _flat
+
+    args = ["key", "k\u00e9y", b"\x00\xffbody", 7, 0, -3, 1796139454.4213862, 0.001, ""]
+    packed = b"".join(Connection().pack_command(*args))
+    count, data = _flat([Packed(args[:3]), *args[3:6], Packed(args[6:])])
+    assert count == len(args)
+    assert b"*%d\r\n" % count + data == packed
+    with pytest.raises(TypeError):
+        _bulk(True)  # as redis-py's Encoder refuses a bool
+
+
 def test_the_hot_calls_reconnect_after_the_server_restarts(private_redis_server):
     broker = make_broker(private_redis_server.url, "held")
     broker.publish([msg(0)])

@@ -81,12 +81,70 @@ def _start_then_fetch() -> str:
 _STARTED = {1: Started.RUN, 0: Started.REVOKED, -1: Started.LOST}  # start.lua's reply
 
 
+def _bulk(value: Any) -> bytes:
+    """One command argument in RESP, encoded as redis-py's ``Encoder`` does:
+    bytes as they are, str as UTF-8, int and float by ``repr``."""
+    if type(value) is str:
+        data = value.encode()
+    elif isinstance(value, bytes):
+        data = value
+    elif isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        data = repr(value).encode()
+    else:
+        raise TypeError(f"a {type(value).__name__} cannot be a Redis command argument")
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+class Packed:
+    """A run of command arguments packed into RESP once, for the many calls
+    that send it (a consumer's keys): one item among a hot call's keys or
+    arguments, standing for all of ``args``."""
+
+    __slots__ = ("args", "data")
+
+    def __init__(self, args: Iterable[Any]) -> None:
+        self.args = tuple(args)
+        self.data = b"".join(map(_bulk, self.args))
+
+
+def _flat(parts: Sequence[Any]) -> tuple[int, bytes]:
+    """How many arguments ``parts`` (values and ``Packed`` runs) are, and their RESP."""
+    count, chunks = 0, []
+    for part in parts:
+        if type(part) is Packed:
+            count += len(part.args)
+            chunks.append(part.data)
+        else:
+            count += 1
+            chunks.append(_bulk(part))
+    return count, b"".join(chunks)
+
+
+def _unpacked(parts: Sequence[Any]) -> list[Any]:
+    """``parts`` with each ``Packed`` run spread out: plain arguments."""
+    out: list[Any] = []
+    for part in parts:
+        if type(part) is Packed:
+            out += part.args
+        else:
+            out.append(part)
+    return out
+
+
+# start.lua's ARGV[3..5] for (redeliver, ack, track), packed once.
+_START_FLAGS = {(redeliver, ack, track): Packed(["" if redeliver else "k", "1" if ack else "",
+                                                 "1" if track else ""])
+                for redeliver in (True, False) for ack in (True, False) for track in (True, False)}
+
 
 class _HeldConnection:
     """EVALSHA for the hot calls (publish, fetch, start) on one connection
     held per thread and process, instead of one taken from the pool and
-    given back per call: they skip redis-py's ``Script``, pool and event
-    layers, which cost about as much as the round trip itself.
+    given back per call: they skip redis-py's ``Script``, pool, packing and
+    event layers, which cost about as much as the round trip itself. The
+    command is packed here, with a consumer's keys packed once (``Packed``).
 
     Still redis-py's ``Connection``, checked before each use as the pool
     checks one it hands out (a connection the server closed, or with
@@ -98,6 +156,7 @@ class _HeldConnection:
     def __init__(self, pool: redis.ConnectionPool) -> None:
         self.pool = pool
         self._local = threading.local()
+        self._heads: dict[str, bytes] = {}  # sha -> "EVALSHA <sha>" packed
 
     def _connection(self) -> Any:
         held = getattr(self._local, "held", None)
@@ -113,8 +172,15 @@ class _HeldConnection:
         return conn
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """EVALSHA ``script``; ``keys`` and ``args`` are values and ``Packed`` runs."""
         conn = self._connection()
-        packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        head = self._heads.get(script.sha)
+        if head is None:
+            head = self._heads[script.sha] = _bulk("EVALSHA") + _bulk(script.sha)
+        nkeys, packed_keys = _flat(keys)
+        nargs, packed_args = _flat(args)
+        packed = [b"*%d\r\n" % (3 + nkeys + nargs) + head + _bulk(nkeys) + packed_keys
+                  + packed_args]  # the chunks to send, as redis-py's pack_command gives
 
         def call() -> Any:
             conn.send_packed_command(packed)
@@ -186,9 +252,10 @@ class RedisBroker(Broker):
         self._held = _HeldConnection(pool) if isinstance(pool, redis.ConnectionPool) else None
 
     def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run ``script`` (a hot call) as ``_call`` does, on the held connection."""
+        """Run ``script`` (a hot call) as ``_call`` does, on the held connection.
+        ``keys`` and ``args`` are values and ``Packed`` runs."""
         if self._held is None:
-            return self._call(script, keys=keys, args=args)
+            return self._call(script, keys=_unpacked(keys), args=_unpacked(args))
         return self._call(self._held.evalsha, script, keys, args)
 
     # -- keys ----------------------------------------------------------------
@@ -469,32 +536,44 @@ class RedisConsumer(Consumer):
         self.broker, self.name, self.queues = broker, name, queues
         self.inflight_key = broker.inflight_key(name)
         self._rotation = 0
+        # What every hot call sends the same, packed once (fetch.lua's keys
+        # per rotation of the queue order, on first use).
+        b = broker
+        self._wake_keys = [b.wake_key(q) for q in queues]
+        self._start_keys = Packed([self.inflight_key, b.running_key, b.revoked_key,
+                                   b.started_key(name), b.deaths_key])
+        self._fetch_keys: dict[int, Packed] = {}
+        self._name = Packed([name])
+        self._fetch_args = Packed([len(queues), b.revoked_key, b.dead_key, b.prefix,
+                                   b.etas_key])
 
     def __repr__(self) -> str:
         return f"<RedisConsumer {self.name}>"
 
-    def _fetch_call(self, count: int) -> tuple[list[str], list[Any]]:
-        """fetch.lua's keys and arguments."""
-        b = self.broker
+    def _fetch_call(self, count: int, now: float) -> tuple[list[Any], list[Any]]:
+        """fetch.lua's keys and arguments (``Packed`` runs among them)."""
         # Rotate the queue order on each fetch so no queue starves another.
-        queues = self.queues
-        self._rotation = (self._rotation + 1) % len(queues)
-        ordered = [*queues[self._rotation:], *queues[:self._rotation]]
-        wake = [b.wake_key(q) for q in queues]
-        keys = [self.inflight_key, b.scheduled_key, *wake]
-        keys += [b.list_key(q, p) for q in ordered for p in PRIORITIES]
-        args = [count, b.clock(), len(wake), b.revoked_key, b.dead_key, b.prefix, b.etas_key]
-        return keys, args
+        self._rotation = rotation = (self._rotation + 1) % len(self.queues)
+        keys = self._fetch_keys.get(rotation)
+        if keys is None:
+            b, queues = self.broker, self.queues
+            ordered = [*queues[rotation:], *queues[:rotation]]
+            keys = self._fetch_keys[rotation] = Packed(
+                [self.inflight_key, b.scheduled_key, *self._wake_keys,
+                 *(b.list_key(q, p) for q in ordered for p in PRIORITIES)])
+        # fetch.lua's ARGV: count, now, then the wake key count and key names.
+        return [keys], [count, now, self._fetch_args]
 
     def fetch(self, count: int, timeout: float) -> list[Delivery]:
         b = self.broker
-        keys, args = self._fetch_call(count)
+        now = b.clock()
+        keys, args = self._fetch_call(count, now)
         frames, next_eta, revoked = b._eval(b._fetch, keys, args)
         if not frames and not revoked and timeout > 0:
             wait = min(timeout, MAX_BLOCK)
             if next_eta is not None:
-                wait = min(wait, max(float(next_eta) - args[1], 0.001))
-            b._call(b.client.blpop, keys[2:2 + len(self.queues)], timeout=max(wait, 0.001))
+                wait = min(wait, max(float(next_eta) - now, 0.001))
+            b._call(b.client.blpop, self._wake_keys, timeout=max(wait, 0.001))
             args[1] = b.clock()
             frames, _, revoked = b._eval(b._fetch, keys, args)
         return self._deliveries(frames, revoked)
@@ -509,32 +588,29 @@ class RedisConsumer(Consumer):
         queue = list_key.decode("utf-8", "replace")[len(self.broker.prefix) + 2:-2]
         return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
 
-    def _start_call(self, task_id: str, ack: bool, redeliver: bool, track: bool,
-                    acks: Iterable[str]) -> tuple[list[str], list[Any]]:
-        """start.lua's keys and arguments."""
-        b = self.broker
-        keys = [self.inflight_key, b.running_key, b.revoked_key, b.started_key(self.name),
-                b.deaths_key]
-        args = [self.name, task_id, "" if redeliver else "k", "1" if ack else "",
-                "1" if track else "", *acks]
-        return keys, args
+    def _start_args(self, task_id: str, ack: bool, redeliver: bool, track: bool,
+                    acks: Iterable[str]) -> tuple[list[Any], int]:
+        """start.lua's arguments (its keys are ``_start_keys``) and how many they are."""
+        flags = _START_FLAGS[bool(redeliver), bool(ack), bool(track)]
+        args = [self._name, task_id, flags, *acks]
+        return args, len(args) + 2  # the flags are three
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
               acks: Iterable[str] = ()) -> Started:
         b = self.broker
-        keys, args = self._start_call(task_id, ack, redeliver, track, acks)
-        return _STARTED[int(b._eval(b._start, keys, args))]
+        args, _ = self._start_args(task_id, ack, redeliver, track, acks)
+        return _STARTED[int(b._eval(b._start, [self._start_keys], args))]
 
     def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
                         track: bool = True, acks: Iterable[str] = ()
                         ) -> tuple[Started, list[Delivery]]:
         # One round trip: startfetch.lua runs start.lua, then fetch.lua.
         b = self.broker
-        start_keys, start_args = self._start_call(task_id, ack, redeliver, track, acks)
-        fetch_keys, fetch_args = self._fetch_call(count)
+        start_args, nargs = self._start_args(task_id, ack, redeliver, track, acks)
+        fetch_keys, fetch_args = self._fetch_call(count, b.clock())
         code, (frames, _, revoked) = b._eval(
-            b._start_fetch, [*start_keys, *fetch_keys],
-            [len(start_keys), len(start_args), *start_args, *fetch_args])
+            b._start_fetch, [self._start_keys, *fetch_keys],
+            [len(self._start_keys.args), nargs, *start_args, *fetch_args])
         return _STARTED[int(code)], self._deliveries(frames, revoked)
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:

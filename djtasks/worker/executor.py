@@ -43,6 +43,7 @@ from .slots import SlotState
 logger = logging.getLogger("djtasks.worker")
 
 BACKOFF_MAX = 10.0  # seconds between reconnection attempts, at most
+RECHECK = 1.0  # seconds after a task in which the next one needs no connection check first
 RECYCLE = 75  # exit status of a prefork child that asks to be replaced (EX_TEMPFAIL)
 
 
@@ -108,6 +109,7 @@ class Executor(IgnoredRuns):
         self._current: str | None = None  # id of the task running now
         self._limit_warned: set[str] = set()
         self._soft_limits = False  # decided in run(), by the thread that runs the tasks
+        self._connections_checked = -RECHECK  # time.monotonic() of the last close_old_connections
 
     def stop(self) -> None:
         """Warm stop: finish the running task, give the fetched ones back."""
@@ -283,7 +285,7 @@ class Executor(IgnoredRuns):
         self.slot.start(message.id, time.time() + hard if hard else 0.0)
         self._current = message.id
         try:
-            self._close_old_connections()
+            self._close_old_connections(before=True)
             outcome = execute(task, message, hostname=self.hostname,
                               soft_time_limit=soft if self._soft_limits else None,
                               state_writer=(partial(self._store_state, message, time.time())
@@ -297,10 +299,20 @@ class Executor(IgnoredRuns):
         self._current = None
         return outcome
 
-    def _close_old_connections(self) -> None:
+    def _close_old_connections(self, *, before: bool = False) -> None:
         # As Django does around a request. Inline, they are the caller's.
-        if not self.inline:
-            close_old_connections()
+        if self.inline:
+            return
+        now = time.monotonic()
+        # Before a task that follows another at once, the check made after
+        # that one stands when the broker's calls in between use no Django
+        # connection (not the database broker's): a connection may outlive
+        # its CONN_MAX_AGE by up to RECHECK seconds, nothing else changes.
+        if (before and self.broker.atomic_with is None
+                and now - self._connections_checked < RECHECK):
+            return
+        close_old_connections()
+        self._connections_checked = now
 
     def _check_recycle(self) -> None:
         limits = self.limits
@@ -347,9 +359,11 @@ class Executor(IgnoredRuns):
         runtime = outcome.finished - outcome.started
         self.reporter.finished(message.task, message.queue, outcome.status, runtime)
         if outcome.status == states.SUCCESS:
-            # Celery's wording, so a Celery user's log greps keep working.
-            logger.info("task %s[%s] succeeded in %.3fs: %s", message.task, message.id,
-                        runtime, _short_repr(outcome.value))
+            # Celery's wording, so a Celery user's log greps keep working; no
+            # repr of the value for a line nobody writes.
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("task %s[%s] succeeded in %.3fs: %s", message.task, message.id,
+                            runtime, _short_repr(outcome.value))
         elif outcome.status == states.FAILURE and is_expected(task, outcome.exception):
             # One of the task's ``throws``: an expected error, without its traceback.
             logger.info("task %s[%s] failed in %.3fs: %r", message.task, message.id,

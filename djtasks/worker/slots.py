@@ -113,12 +113,16 @@ class SharedSlots:
 class _SharedSlot(SlotState):
     def __init__(self, shared: SharedSlots, index: int) -> None:
         self._shared, self._index = shared, index
+        # This is the slot's one writer from now on (reset() ran before its
+        # child started): its count is kept here, not read back per write.
+        self._done = shared._done(index)
 
     def read(self) -> SlotView:
         return self._shared.read(self._index) or IDLE
 
     def start(self, task_id: str, deadline: float) -> None:
-        self._shared.write(self._index, True, deadline, task_id, self._shared._done(self._index))
+        self._shared.write(self._index, True, deadline, task_id, self._done)
 
     def end(self) -> None:
-        self._shared.write(self._index, False, 0.0, "", self._shared._done(self._index) + 1)
+        self._done += 1
+        self._shared.write(self._index, False, 0.0, "", self._done)
