@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.connection
 from redis.commands.core import Script
 from redis.exceptions import AuthenticationError as RedisAuthenticationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -45,6 +46,11 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BrokerError, BrokerUnavailable
+
+try:
+    import hiredis
+except ImportError:  # an optional extra
+    hiredis = None  # type: ignore[assignment]
 from ..message import Message
 from . import envelope_priority, redact_url
 from .base import (
@@ -103,7 +109,13 @@ class _HeldConnection:
         held = getattr(self._local, "held", None)
         pid = os.getpid()
         if held is None or held[0] != pid:
-            held = self._local.held = (pid, self.pool.make_connection())
+            made = self.pool.make_connection()
+            # redis-py's hiredis packer only turns the command name into
+            # bytes, then calls hiredis: call it directly (the same bytes).
+            packer = getattr(redis.connection, "HiredisRespSerializer", None)
+            direct = (hiredis is not None and packer is not None
+                      and isinstance(getattr(made, "_command_packer", None), packer))
+            held = self._local.held = (pid, made, hiredis.pack_command if direct else None)
         conn: Any = held[1]
         try:
             if conn._sock is not None and conn.can_read():  # closed by the server, or stray data
@@ -114,7 +126,15 @@ class _HeldConnection:
 
     def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         conn = self._connection()
-        packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        pack = self._local.held[2]
+        packed = None
+        if pack is not None:
+            try:
+                packed = [pack((b"EVALSHA", script.sha, len(keys), *keys, *args))]
+            except TypeError:  # a value hiredis refuses: redis-py's packer words the error
+                pass
+        if packed is None:
+            packed = conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
         def call() -> Any:
             conn.send_packed_command(packed)
@@ -184,6 +204,7 @@ class RedisBroker(Broker):
         # through Script.
         pool = getattr(client, "connection_pool", None)
         self._held = _HeldConnection(pool) if isinstance(pool, redis.ConnectionPool) else None
+        self._queue_keys: dict[tuple[str, int], tuple[str, str]] = {}
 
     def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` (a hot call) as ``_call`` does, on the held connection."""
@@ -225,10 +246,17 @@ class RedisBroker(Broker):
         if not items:
             return
         argv: list[Any] = [self.clock()]
+        keys = self._queue_keys
         for message, body in items:
-            list_key = self.list_key(message.queue, message.priority)
+            pair = keys.get((message.queue, message.priority))
+            if pair is None:  # made once per queue and priority (a few hundred at most kept)
+                if len(keys) >= 1000:
+                    keys.clear()
+                pair = keys[message.queue, message.priority] = (
+                    self.list_key(message.queue, message.priority), self.wake_key(message.queue))
+            list_key, wake_key = pair
             frame = f"{message.id}\n{list_key}\n".encode() + body
-            argv += [message.id, list_key, self.wake_key(message.queue), frame,
+            argv += [message.id, list_key, wake_key, frame,
                      "" if message.eta is None else repr(message.eta), _published(message)]
         self._eval(self._publish, [self.scheduled_key, self.etas_key, self.published_key], argv)
 
