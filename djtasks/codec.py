@@ -131,6 +131,35 @@ def encode(value: Any, path: tuple[Any, ...] = ()) -> Any:
     raise UnencodableValue(path, value, describe_unencodable(value, path))
 
 
+def _plain(values: Any) -> bool:
+    """Whether every one of ``values`` is a str, int, bool, None or finite
+    float that ``encode`` returns as it is (no tag, no subclass)."""
+    for v in values:
+        cls = type(v)
+        if cls is str:
+            if "\x00" in v:
+                return False
+        elif cls is float:
+            if not math.isfinite(v):
+                return False
+        elif not (cls is int or cls is bool or v is None):
+            return False
+    return True
+
+
+def encode_arguments(args: Any, kwargs: Any) -> tuple[Any, Any]:
+    """``encode(args, ("args",))`` and ``encode(kwargs, ("kwargs",))``: a
+    task's arguments. Most are a few plain values, copied without walking
+    them value by value; anything else is encoded as ``encode`` does."""
+    if type(args) is list and _plain(args):
+        encoded_args: Any = list(args)
+    else:
+        encoded_args = encode(args, ("args",))
+    if type(kwargs) is dict and not kwargs:
+        return encoded_args, {}
+    return encoded_args, encode(kwargs, ("kwargs",))
+
+
 def describe_unencodable(value: Any, path: tuple[Any, ...]) -> str:
     """Say why ``value`` cannot be a task argument and what to pass instead."""
     name = path_name(path)

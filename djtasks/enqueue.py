@@ -83,6 +83,9 @@ def publish(outgoing: Sequence[Outgoing]) -> None:
 
 
 def _before_publish(out: Outgoing) -> None:
+    # An empty receivers list is send()'s own first test: skip building its arguments.
+    if not signals.before_task_publish.receivers:
+        return
     signals.before_task_publish.send(
         sender=out.message.task, body=out.envelope, exchange="", routing_key=out.message.queue,
         headers=out.message.options.get("headers") or {}, properties={}, declare=[],
@@ -91,6 +94,8 @@ def _before_publish(out: Outgoing) -> None:
 
 
 def _after_publish(out: Outgoing) -> None:
+    if not signals.after_task_publish.receivers:
+        return
     signals.after_task_publish.send(sender=out.message.task, body=out.envelope, exchange="",
                                     routing_key=out.message.queue,
                                     headers=out.message.options.get("headers") or {})

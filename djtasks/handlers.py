@@ -179,12 +179,15 @@ def _binds_simply(task: Handlers, args: Sequence[Any], kwargs: dict[str, Any]) -
     if spec is None:
         return False
     names, required = spec
-    if len(args) > len(names):
+    given = len(args)
+    if given > len(names):
         return False
-    rest = names[len(args):]
+    if not kwargs:  # delay(*args): no generator to build
+        return given >= required
+    rest = names[given:]
     if any(k not in rest for k in kwargs):
         return False
-    return all(name in kwargs for name in rest[:max(required - len(args), 0)])
+    return all(name in kwargs for name in rest[:max(required - given, 0)])
 
 
 def store_state(task: Handlers, task_id: str | None, state: str | None, meta: Any) -> None:

@@ -67,8 +67,8 @@ class Message:
     def encoded_arguments(self) -> tuple[Any, Any]:
         """``args`` and ``kwargs`` as codec-encoded JSON data, encoded once."""
         if self.encoded_args is None:
-            self.encoded_args = codec.encode(self.args, ("args",))
-            self.encoded_kwargs = codec.encode(self.kwargs, ("kwargs",))
+            self.encoded_args, self.encoded_kwargs = codec.encode_arguments(self.args,
+                                                                            self.kwargs)
         return self.encoded_args, self.encoded_kwargs
 
     def encode(self) -> bytes:
@@ -197,9 +197,10 @@ class Message:
         return None
 
 
+# json.dumps with these options would make this encoder anew for each body.
+_ENVELOPE_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dump_envelope(envelope: dict[str, Any]) -> bytes:
     """Write an envelope from ``Message.envelope()`` as signed UTF-8 JSON bytes."""
-    payload = json.dumps(
-        envelope, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
-    return get_signer().sign(payload)
+    return get_signer().sign(_ENVELOPE_JSON.encode(envelope).encode())

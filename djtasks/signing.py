@@ -10,17 +10,18 @@ signature is missing or wrong and never runs it (docs/security.md).
 
 from __future__ import annotations
 
+import binascii
 import hmac
 from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.core.signing import b64_encode
 from django.utils.crypto import salted_hmac
 
 from .exceptions import MessageError
 
 SALT = "djtasks.message"
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class MessageSigner:
@@ -29,14 +30,19 @@ class MessageSigner:
     def __init__(self, secret: str | bytes, fallbacks: list[str | bytes]) -> None:
         # salted_hmac(SALT, b"", key) holds the derived key; copy() + update()
         # then equals salted_hmac(SALT, payload, key) without re-deriving it.
-        self._keys: list[hmac.HMAC] = [
-            salted_hmac(SALT, b"", key, algorithm="sha256") for key in (secret, *fallbacks)
+        # The OpenSSL object inside hmac.HMAC (where there is one) has the
+        # same copy/update/digest, without the Python wrapper around each.
+        self._keys: list[Any] = [
+            getattr(mac, "_hmac", None) or mac
+            for mac in (salted_hmac(SALT, b"", key, algorithm="sha256")
+                        for key in (secret, *fallbacks))
         ]
 
-    def _signature(self, key: hmac.HMAC, payload: bytes) -> bytes:
+    def _signature(self, key: Any, payload: bytes) -> bytes:
         mac = key.copy()
         mac.update(payload)
-        return b64_encode(mac.digest())
+        # Django's b64_encode (URL-safe base64, "=" stripped) without its wrappers.
+        return binascii.b2a_base64(mac.digest(), newline=False).translate(_URLSAFE).rstrip(b"=")
 
     def sign(self, payload: bytes) -> bytes:
         """``payload`` with its signature appended after a colon."""

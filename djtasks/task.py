@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import os
 import random
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import update_wrapper
@@ -36,15 +36,30 @@ if TYPE_CHECKING:
 
 _TASK_ID_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")  # what the broker's frame allows
 _FROM_SETTINGS = ("acks_late", "ignore_result", "track_started")  # None: read at use
+_CARRIED = tuple(sorted(MESSAGE_OPTIONS))  # the order of a message's options
+_enqueue: ModuleType | None = None
 
 
 def _door() -> ModuleType:
     """The enqueue module. Imported at the first call, not at import time:
     it needs the models, and ``djtasks/__init__`` imports this module before
     Django's apps are ready."""
-    from . import enqueue
+    global _enqueue
+    if _enqueue is None:
+        from . import enqueue
 
-    return enqueue
+        _enqueue = enqueue
+    return _enqueue
+
+
+def new_task_id() -> str:
+    """A random UUID (version 4) as a string, what ``str(uuid.uuid4())`` gives
+    (Celery's task ids): 16 bytes from ``os.urandom``, formatted without
+    building a ``UUID`` object, which costs about three times as much."""
+    h = os.urandom(16).hex()
+    # The version nibble is 4; the variant's two top bits are 10 (RFC 4122).
+    return (f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
+            f"{h[20:]}")
 
 
 class Task(Handlers):
@@ -320,21 +335,27 @@ class Task(Handlers):
         elif not isinstance(kwargs, dict):
             raise TypeError(f"{self.name}: kwargs must be a dict, not {type(kwargs).__name__}")
         if task_id is None:
-            task_id = str(uuid.uuid4())
+            task_id = new_task_id()
         elif not isinstance(task_id, str) or not _TASK_ID_RE.match(task_id):
             raise TypeError(
                 "task_id must be 1 to 255 printable ASCII characters without spaces "
                 f"(a UUID, a slug): {task_id!r}"
             )
-        per_call = {"queue": queue, "priority": priority, "expires": expires,
-                    "time_limit": time_limit, "soft_time_limit": soft_time_limit,
-                    "ignore_result": ignore_result, "headers": headers,
-                    "link": link, "link_error": link_error}
-        call_options(per_call)
-        if link is not None or link_error is not None:
-            from .plan import wire_list
+        options: dict[str, Any] = {}
+        # delay() gives none of these: then there is nothing to check or carry.
+        if not (queue is None and priority is None and expires is None and time_limit is None
+                and soft_time_limit is None and ignore_result is None and headers is None
+                and link is None and link_error is None):
+            per_call = {"queue": queue, "priority": priority, "expires": expires,
+                        "time_limit": time_limit, "soft_time_limit": soft_time_limit,
+                        "ignore_result": ignore_result, "headers": headers,
+                        "link": link, "link_error": link_error}
+            call_options(per_call)
+            if link is not None or link_error is not None:
+                from .plan import wire_list
 
-            per_call["link"], per_call["link_error"] = wire_list(link), wire_list(link_error)
+                per_call["link"], per_call["link_error"] = wire_list(link), wire_list(link_error)
+            options = {k: v for k in _CARRIED if (v := per_call.get(k)) is not None}
         now = timezone.now().timestamp()
         if countdown is not None and eta is not None:
             raise TypeError("pass countdown or eta, not both")
@@ -351,21 +372,29 @@ class Task(Handlers):
             expires_ts = _timestamp("expires", expires)
         elif expires is not None:
             expires_ts = now + expires
-        route = self._route(s)
+        # The call's, else the task's, else ROUTES', else the defaults.
+        queue = queue or self.queue
+        if priority is None:
+            priority = self.priority
+        if not queue or priority is None:
+            routed_queue, routed_priority = self._routed(s)
+            queue = queue or routed_queue
+            if priority is None:
+                priority = routed_priority
         parent = current_request()
         return Message(
             id=task_id,
             task=self.name,
             args=list(args),
             kwargs=kwargs,
-            queue=queue or self.queue or route.get("queue") or s.DEFAULT_QUEUE,
-            priority=_first(priority, self.priority, route.get("priority"), s.DEFAULT_PRIORITY),
+            queue=queue,
+            priority=priority,
             eta=eta_ts,
             expires=expires_ts,
             parent_id=parent.id if parent else None,
             root_id=(parent.root_id or parent.id) if parent and parent.id else None,
             created=now,
-            options={k: v for k in sorted(MESSAGE_OPTIONS) if (v := per_call.get(k)) is not None},
+            options=options,
         )
 
     def result_ignored(self, message: Message) -> bool:
@@ -373,6 +402,19 @@ class Task(Handlers):
         if given, else the task's ``ignore_result``."""
         per_call = message.options.get("ignore_result")
         return self.ignore_result if per_call is None else bool(per_call)
+
+    def _routed(self, s: Any) -> tuple[str, int]:
+        """The queue and priority of a message that names neither, where this
+        task names neither: from ``ROUTES``, else the defaults. Kept per
+        settings object, so ``override_settings`` is seen at once."""
+        cached = self.__dict__.get("_routed_for")
+        if cached is None or cached[0] is not s:
+            route = self._route(s)
+            priority = route.get("priority")
+            cached = (s, route.get("queue") or s.DEFAULT_QUEUE,
+                      s.DEFAULT_PRIORITY if priority is None else priority)
+            self.__dict__["_routed_for"] = cached
+        return cached[1], cached[2]
 
     def _route(self, s: Any) -> dict[str, Any]:
         """The first ``ROUTES`` entry matching this task (exact names before globs)."""
@@ -524,10 +566,6 @@ def _short_repr(value: Any) -> str:
         return f"<{type(value).__name__} of {value.model.__name__}>"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _first(*values: Any) -> Any:
-    return next(v for v in values if v is not None)
 
 
 def _timestamp(name: str, value: Any) -> float:

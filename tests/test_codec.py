@@ -372,6 +372,24 @@ def test_any_supported_value_round_trips_exactly(value):
     assert_same(value, roundtrip(value))
 
 
+@hsettings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(values, max_size=4), st.dictionaries(st.text(), values, max_size=3))
+def test_a_tasks_arguments_encode_as_encode_does(args, kwargs):
+    # encode_arguments copies plain arguments without walking them; the result must not differ.
+    assert codec.encode_arguments(args, kwargs) == (codec.encode(args, ("args",)),
+                                                    codec.encode(kwargs, ("kwargs",)))
+
+
+def test_a_body_is_signed_as_djangos_signer_formats_it():
+    # The wire format (docs/protocol.md): <JSON>:<base64url HMAC-SHA256, "=" stripped>.
+    from django.core.signing import b64_encode
+    from django.utils.crypto import salted_hmac
+
+    payload = b'{"v":1}'
+    mac = salted_hmac("djtasks.message", payload, "djtasks-tests", algorithm="sha256")
+    assert get_signer().sign(payload) == payload + b":" + b64_encode(mac.digest())
+
+
 bad_leaves = (
     st.sets(st.integers(), max_size=3) | st.binary(max_size=5) | st.builds(object)
 )

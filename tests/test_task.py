@@ -434,6 +434,18 @@ def test_apply_async_with_task_id_uses_it(broker):
     assert TaskResult.objects.filter(task_id="my-task-id").exists()
 
 
+def test_a_generated_task_id_is_a_uuid4_string_as_celerys():
+    import uuid
+
+    from djtasks.task import new_task_id
+
+    for _ in range(2000):
+        task_id = new_task_id()
+        parsed = uuid.UUID(task_id)
+        assert str(parsed) == task_id
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
 @pytest.mark.django_db(transaction=True)
 def test_apply_async_args_must_be_a_list_or_tuple(broker):
     with pytest.raises(TypeError, match="args must be a list or tuple"):
@@ -451,6 +463,15 @@ def test_route_by_exact_task_name_chooses_the_queue(broker, settings):
     assert TaskResult.objects.get(task_id=result.id).queue == "math"
     assert depth("math") == 1
     assert depth("default") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_routes_changed_after_a_first_delay_are_followed(broker, settings):
+    add.delay(1, 2)  # the task's routing is kept per settings: it must not outlive them
+    configure(settings, ROUTES={"tests.app.tasks.add": {"queue": "math", "priority": 4}})
+    result = add.delay(1, 2)
+    assert TaskResult.objects.get(task_id=result.id).queue == "math"
+    assert TaskResult.objects.get(task_id=result.id).priority == 4
 
 
 @pytest.mark.django_db(transaction=True)

@@ -250,6 +250,7 @@ class RedisBroker(Broker):
         # through Script.
         pool = getattr(client, "connection_pool", None)
         self._held = _HeldConnection(pool) if isinstance(pool, redis.ConnectionPool) else None
+        self._queue_keys: dict[tuple[str, int], tuple[str, str]] = {}
 
     def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run ``script`` (a hot call) as ``_call`` does, on the held connection.
@@ -292,10 +293,17 @@ class RedisBroker(Broker):
         if not items:
             return
         argv: list[Any] = [self.clock()]
+        keys = self._queue_keys
         for message, body in items:
-            list_key = self.list_key(message.queue, message.priority)
+            pair = keys.get((message.queue, message.priority))
+            if pair is None:  # made once per queue and priority (a few hundred at most kept)
+                if len(keys) >= 1000:
+                    keys.clear()
+                pair = keys[message.queue, message.priority] = (
+                    self.list_key(message.queue, message.priority), self.wake_key(message.queue))
+            list_key, wake_key = pair
             frame = f"{message.id}\n{list_key}\n".encode() + body
-            argv += [message.id, list_key, self.wake_key(message.queue), frame,
+            argv += [message.id, list_key, wake_key, frame,
                      "" if message.eta is None else repr(message.eta), _published(message)]
         self._eval(self._publish, [self.scheduled_key, self.etas_key, self.published_key], argv)
 
