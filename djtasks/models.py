@@ -74,14 +74,14 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         """
         row = self.model.from_message(message, states.PENDING)
         if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False):
-            self.bulk_create([row], update_conflicts=True, unique_fields=["task_id"],
+            self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
     def enqueued_many(self, messages: list[Message]) -> None:
         """``enqueued`` for many messages at once (a group's members): one
         INSERT ... ON CONFLICT per 500 rows."""
         rows = [self.model.from_message(m, states.PENDING) for m in messages]
-        self.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["task_id"],
+        self.bulk_create(rows, batch_size=500, update_conflicts=True, **self._on_task_id(),
                          update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
     def claim(self, messages: list[Message]) -> set[str]:
@@ -131,8 +131,16 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
                 if row.task_id not in stored
                 or states.may_follow(*stored[row.task_id], row.status, row.retries)
             ]
-            self.bulk_create(allowed, update_conflicts=True, unique_fields=["task_id"],
+            self.bulk_create(allowed, update_conflicts=True, **self._on_task_id(),
                              update_fields=UPDATE_FIELDS)
+
+    def _on_task_id(self) -> dict[str, list[str]]:
+        """``bulk_create``'s conflict target: ``task_id``. MySQL and MariaDB
+        take none (ON DUPLICATE KEY UPDATE is on any unique key; the only
+        other is the primary key, which a new row never repeats)."""
+        if connections[self.db].features.supports_update_conflicts_with_target:
+            return {"unique_fields": ["task_id"]}
+        return {}
 
     def _upsert(self, rows: list[TaskResult], update: list[str], *,
                 only_if_allowed: bool) -> bool:
