@@ -84,6 +84,14 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         self.bulk_create(rows, batch_size=500, update_conflicts=True, **self._on_task_id(),
                          update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
+    def enqueued_sql(self, messages: list[Message]) -> tuple[str, list[Any]]:
+        """The one statement ``enqueued_many(messages)`` is on PostgreSQL and
+        SQLite (INSERT ... ON CONFLICT (task_id) DO UPDATE of every field), as
+        SQL and its parameters, for the database broker to run in one
+        statement with the messages (a CTE of its publish on PostgreSQL)."""
+        rows = [self.model.from_message(m, states.PENDING) for m in messages]
+        return self._upsert_sql(rows, [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False)
+
     def claim(self, messages: list[Message]) -> set[str]:
         """Write the PENDING rows of the ``messages`` that have no row yet;
         return their ids. A row that exists is left as it is, so the worker's
@@ -152,13 +160,19 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         connection = connections[self.db]
         if connection.vendor not in ("postgresql", "sqlite") or not rows:
             return connection.vendor in ("postgresql", "sqlite")
-        sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
-                                         only_if_allowed)
-        params = [prep(getattr(row, attname), connection)
-                  for row in rows for attname, prep in prepare]
+        sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
         return True
+
+    def _upsert_sql(self, rows: list[TaskResult], update: list[str], *,
+                    only_if_allowed: bool) -> tuple[str, list[Any]]:
+        """``_upsert``'s statement: its SQL and parameters."""
+        connection = connections[self.db]
+        sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
+                                         only_if_allowed)
+        return sql, [prep(getattr(row, attname), connection)
+                     for row in rows for attname, prep in prepare]
 
     def move_to(self, status: str, *, exc: BaseException | None = None,
                 worker: str | None = None) -> int:
