@@ -11,8 +11,9 @@ retries (docs/delivery.md, "How a task is enqueued").
 
 ``before_task_publish`` is sent once a message is sure to be published
 (its size checked, its transaction committed; with the database broker,
-just before its row joins the caller's transaction), ``after_task_publish``
-once the broker has it (with the database broker, at the commit).
+just before its row and its PENDING row join the caller's transaction),
+``after_task_publish`` once the broker has it (with the database broker, at
+the commit).
 """
 
 from __future__ import annotations
@@ -182,18 +183,17 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     broker = get_broker()
     if broker.atomic_with == using:
         # The message row joins the caller's transaction (the database
-        # broker): the PENDING row and the message are written together, and
-        # a rollback leaves neither. ``after_task_publish`` waits for the commit.
-        # A lone message outside a transaction is one statement, atomic
-        # without BEGIN and COMMIT round trips of its own.
-        ignored = task.result_ignored(message)
-        alone = ignored and not transaction.get_connection(using).in_atomic_block
-        with contextlib.nullcontext() if alone else transaction.atomic(using=using):
-            if not ignored:
-                TaskResult.objects.using(using).enqueued(message)
-            _before_publish(out)
-            broker.publish([(message, out.body)])
-            transaction.on_commit(partial(_after_publish, out), using=using)
+        # broker): the PENDING row and the message are written together (on
+        # PostgreSQL in one statement, so outside a transaction that is the
+        # only round trip), and a rollback leaves neither. Inside the
+        # caller's transaction a savepoint keeps a failed enqueue from
+        # dooming it. ``after_task_publish`` waits for the commit.
+        pending = [] if task.result_ignored(message) else [message]
+        inside = transaction.get_connection(using).in_atomic_block
+        _before_publish(out)
+        with transaction.atomic(using=using) if inside else contextlib.nullcontext():
+            broker.publish_with_rows([(message, out.body)], pending)
+        transaction.on_commit(partial(_after_publish, out), using=using)
         return AsyncResult(message.id, task_name=message.task)
     if not task.result_ignored(message):
         TaskResult.objects.using(using).enqueued(message)

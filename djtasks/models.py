@@ -74,15 +74,23 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         """
         row = self.model.from_message(message, states.PENDING)
         if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False):
-            self.bulk_create([row], update_conflicts=True, unique_fields=["task_id"],
+            self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
     def enqueued_many(self, messages: list[Message]) -> None:
         """``enqueued`` for many messages at once (a group's members): one
         INSERT ... ON CONFLICT per 500 rows."""
         rows = [self.model.from_message(m, states.PENDING) for m in messages]
-        self.bulk_create(rows, batch_size=500, update_conflicts=True, unique_fields=["task_id"],
+        self.bulk_create(rows, batch_size=500, update_conflicts=True, **self._on_task_id(),
                          update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
+
+    def enqueued_sql(self, messages: list[Message]) -> tuple[str, list[Any]]:
+        """The one statement ``enqueued_many(messages)`` is on PostgreSQL and
+        SQLite (INSERT ... ON CONFLICT (task_id) DO UPDATE of every field), as
+        SQL and its parameters, for the database broker to run in one
+        statement with the messages (a CTE of its publish on PostgreSQL)."""
+        rows = [self.model.from_message(m, states.PENDING) for m in messages]
+        return self._upsert_sql(rows, [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False)
 
     def claim(self, messages: list[Message]) -> set[str]:
         """Write the PENDING rows of the ``messages`` that have no row yet;
@@ -131,8 +139,16 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
                 if row.task_id not in stored
                 or states.may_follow(*stored[row.task_id], row.status, row.retries)
             ]
-            self.bulk_create(allowed, update_conflicts=True, unique_fields=["task_id"],
+            self.bulk_create(allowed, update_conflicts=True, **self._on_task_id(),
                              update_fields=UPDATE_FIELDS)
+
+    def _on_task_id(self) -> dict[str, list[str]]:
+        """``bulk_create``'s conflict target: ``task_id``. MySQL and MariaDB
+        take none (ON DUPLICATE KEY UPDATE is on any unique key; the only
+        other is the primary key, which a new row never repeats)."""
+        if connections[self.db].features.supports_update_conflicts_with_target:
+            return {"unique_fields": ["task_id"]}
+        return {}
 
     def _upsert(self, rows: list[TaskResult], update: list[str], *,
                 only_if_allowed: bool) -> bool:
@@ -144,13 +160,19 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         connection = connections[self.db]
         if connection.vendor not in ("postgresql", "sqlite") or not rows:
             return connection.vendor in ("postgresql", "sqlite")
-        sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
-                                         only_if_allowed)
-        params = [prep(getattr(row, attname), connection)
-                  for row in rows for attname, prep in prepare]
+        sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
         return True
+
+    def _upsert_sql(self, rows: list[TaskResult], update: list[str], *,
+                    only_if_allowed: bool) -> tuple[str, list[Any]]:
+        """``_upsert``'s statement: its SQL and parameters."""
+        connection = connections[self.db]
+        sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
+                                         only_if_allowed)
+        return sql, [prep(getattr(row, attname), connection)
+                     for row in rows for attname, prep in prepare]
 
     def move_to(self, status: str, *, exc: BaseException | None = None,
                 worker: str | None = None) -> int:

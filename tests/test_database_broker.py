@@ -83,6 +83,30 @@ def test_a_claim_alone_skips_the_wal_flush_and_a_claim_in_a_transaction_does_not
     assert db_broker.consumer("c/1", ["default"]).start(
         delivery.id, ack=True).name == "RUN"
 
+
+def statements(queries: CaptureQueriesContext) -> list[str]:
+    """What went to the database, BEGIN and COMMIT included (Django logs them)."""
+    return [q["sql"].split()[0].upper() for q in queries]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CTEs that write: PostgreSQL")
+def test_on_postgresql_a_task_with_a_pending_row_is_enqueued_in_one_statement(db_broker):
+    connection.ensure_connection()
+    with CaptureQueriesContext(connection) as queries:
+        result = tasks.add.delay(1, 2)
+    assert statements(queries) == ["WITH"]  # no BEGIN, no second statement, no COMMIT
+    assert TaskResult.objects.get(task_id=result.id).status == states.PENDING
+    assert list(QueuedMessage.objects.values_list("task_id", flat=True)) == [result.id]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="CTEs that write: PostgreSQL")
+def test_on_postgresql_inside_a_transaction_it_is_one_statement_in_a_savepoint(db_broker):
+    with transaction.atomic(), CaptureQueriesContext(connection) as queries:
+        result = tasks.add.delay(1, 2)
+    assert statements(queries) == ["SAVEPOINT", "WITH", "RELEASE"]
+    assert TaskResult.objects.filter(task_id=result.id).exists() and messages() == 1
+
+
 def test_a_burst_worker_runs_results_retries_and_failures(db_broker, burst, counter):
     added = tasks.add.delay(20, 22)
     flaky = tasks.flaky.delay(counter("flaky"), 2)

@@ -205,6 +205,21 @@ class Transport(ABC):
         Raises ``BrokerError`` if the broker cannot be reached.
         """
 
+    def publish_with_rows(self, items: Sequence[tuple[Message, bytes]],
+                          pending: Sequence[Message]) -> None:
+        """``publish(items)`` together with the PENDING ``TaskResult`` rows of
+        ``pending`` (written as ``TaskResultQuerySet.enqueued`` writes them: a
+        reused task id is taken over), on the database ``atomic_with``: both
+        or neither. Inside the caller's transaction both join it, and a
+        failure dooms it as a failed query would (the enqueue door puts a
+        savepoint around the call); outside one, they are a transaction of
+        their own. Asked only of a broker whose ``atomic_with`` is set, with
+        messages of distinct ids; on PostgreSQL the database broker does it
+        in one statement. Raises ``BrokerError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not publish in a database "
+                                  "transaction (atomic_with is None)")
+
     @abstractmethod
     def published(self, messages: Sequence[Message]) -> set[str]:
         """The ids of ``messages`` this broker was given (same id and

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Count, Q
 
 from ..message import Message
@@ -62,14 +62,7 @@ class DatabaseBroker(DatabaseRoles):
     def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
         if not items:
             return
-        now = self.clock()
-        params: list[Any] = []
-        for m, body in items:
-            due = m.eta if m.eta is not None and m.eta > now else None
-            params += [m.id, self.prefix, m.queue, m.priority, due, "", 0, body]
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
-        insert = (f"INSERT INTO {QUEUE} (task_id, prefix, queue, priority, due, consumer, "
-                  f"deaths, body) VALUES {values}")
+        insert, params = self._insert(items)
         # One statement, in the caller's transaction when there is one (then
         # the row is there exactly if it commits), else a transaction of its
         # own: no BEGIN and COMMIT round trips. On PostgreSQL the NOTIFY
@@ -80,6 +73,46 @@ class DatabaseBroker(DatabaseRoles):
                           [*params, self.channel])
             else:
                 self._sql(insert, params)
+
+    def publish_with_rows(self, items: Sequence[tuple[Message, bytes]],
+                          pending: Sequence[Message]) -> None:
+        if not pending:
+            self.publish(items)
+            return
+        from ..models import TaskResult  # the models import this package's tables
+
+        results = TaskResult.objects.using(self.alias)
+        if self.vendor == "postgresql":
+            # One statement: the upsert and the insert are CTEs of the
+            # NOTIFY, so outside a transaction there is no BEGIN, no COMMIT
+            # and no second statement, and it is still all or nothing.
+            upsert, row_params = results.enqueued_sql(list(pending))
+            insert, params = self._insert(items)
+            with self._errors(), transaction.mark_for_rollback_on_error(self.alias):
+                self._sql(f"WITH r AS ({upsert}), m AS ({insert}) SELECT pg_notify(%s, '')",
+                          [*row_params, *params, self.channel])
+            return
+        # SQLite and MariaDB have no CTE that writes: the rows, then the
+        # messages, in the caller's transaction (no savepoint: the enqueue
+        # door has one) or in a short one of their own (on SQLite it takes
+        # the write lock at BEGIN IMMEDIATE).
+        inside = connections[self.alias].in_atomic_block
+        with (transaction.atomic(using=self.alias, savepoint=False) if inside
+              else self._write()), self._errors():
+            for message in pending:
+                results.enqueued(message)
+            self.publish(items)
+
+    def _insert(self, items: Sequence[tuple[Message, bytes]]) -> tuple[str, list[Any]]:
+        """The INSERT of ``items`` into the queue table, and its parameters."""
+        now = self.clock()
+        params: list[Any] = []
+        for m, body in items:
+            due = m.eta if m.eta is not None and m.eta > now else None
+            params += [m.id, self.prefix, m.queue, m.priority, due, "", 0, body]
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(items))
+        return (f"INSERT INTO {QUEUE} (task_id, prefix, queue, priority, due, consumer, "
+                f"deaths, body) VALUES {values}", params)
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         # What publish() was given committed with the caller's transaction:
