@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import os
 import random
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import update_wrapper
@@ -50,16 +50,6 @@ def _door() -> ModuleType:
 
         _enqueue = enqueue
     return _enqueue
-
-
-def new_task_id() -> str:
-    """A random UUID (version 4) as a string, what ``str(uuid.uuid4())`` gives
-    (Celery's task ids): 16 bytes from ``os.urandom``, formatted without
-    building a ``UUID`` object, which costs about three times as much."""
-    h = os.urandom(16).hex()
-    # The version nibble is 4; the variant's two top bits are 10 (RFC 4122).
-    return (f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-"
-            f"{h[20:]}")
 
 
 class Task(Handlers):
@@ -335,7 +325,7 @@ class Task(Handlers):
         elif not isinstance(kwargs, dict):
             raise TypeError(f"{self.name}: kwargs must be a dict, not {type(kwargs).__name__}")
         if task_id is None:
-            task_id = new_task_id()
+            task_id = str(uuid.uuid4())
         elif not isinstance(task_id, str) or not _TASK_ID_RE.match(task_id):
             raise TypeError(
                 "task_id must be 1 to 255 printable ASCII characters without spaces "
