@@ -10,7 +10,7 @@ from djtasks import GroupResult, chain, chord, group, signature, states
 from djtasks.brokers import get_broker
 from djtasks.models import TaskResult
 from tests.app import canvas_tasks as ct
-from tests.app import tasks
+from tests.app import celery_tasks, tasks
 from tests.app.tasks import _redis, count
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -285,6 +285,16 @@ def test_a_revoked_member_ends_the_chord_failure(burst):
     with pytest.raises(djtasks.exceptions.TaskRevokedError):
         result.get(timeout=5)
 
+
+
+@pytest.mark.parametrize("member", ["ignore", "reject"])
+def test_a_member_that_ignores_or_rejects_itself_ends_the_chord_failure(burst, counter, member):
+    c = counter("chord-" + member)
+    sig = celery_tasks.ignore_me.s(c) if member == "ignore" else celery_tasks.reject_me.s(c, False)
+    result = chord([ct.double.s(1), sig])(ct.tsum.s())
+    drain(burst)
+    assert result.status == states.FAILURE
+    assert _redis().get(c) == b"1"  # it ran once; its chord heard how it ended
 
 def test_a_groups_and_a_chains_options_go_to_their_tasks(burst):
     res = group(tasks.add.s(1, 1), tasks.add.s(2, 2).set(queue="other")).apply_async(

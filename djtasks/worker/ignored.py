@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .. import enqueue, states
+from .. import enqueue, states, workflow
 from ..brokers import Consumer, Delivery
 from ..exceptions import Reject, TaskRevokedError
 from ..models import TaskResult
@@ -57,7 +57,8 @@ class IgnoredRuns:
         otherwise it becomes REVOKED "ignored" (no row waits for ever).
         ``Reject(requeue=True)``: the message goes back on its queue (the same
         id and retries). ``Reject(requeue=False)``: the message is dead-lettered
-        with its reason and the row ends FAILURE.
+        with its reason and the row ends FAILURE. Either way a chord member
+        ends its chord FAILURE, as a revoked one does (it would wait for ever).
         """
         assert self.results is not None
         exc = outcome.exception
@@ -85,12 +86,16 @@ class IgnoredRuns:
                                           exception=exc)
         else:
             logger.info("task %s[%s] ignored: %s", message.task, message.id, exc or "Ignore()")
+            exc = TaskRevokedError(f"ignored: {exc}" if str(exc) else "ignored")
             if reported not in states.READY_STATES:
                 row = TaskResult.from_message(
                     message, states.REVOKED, worker=self.name, started=outcome.started,
-                    finished=outcome.finished,
-                    exception=TaskRevokedError(f"ignored: {exc}" if str(exc) else "ignored"))
+                    finished=outcome.finished, exception=exc)
+        then = workflow.after_revoked(message, exc)  # None outside a chord
         if store and row is not None:
-            self.results.add(row, late_ack=late_ack)
-        elif late_ack is not None:
-            self._acks.append(late_ack)
+            self.results.add(row, late_ack=late_ack, then=then)
+        else:
+            if then is not None:
+                workflow.run_all([then])
+            if late_ack is not None:
+                self._acks.append(late_ack)
