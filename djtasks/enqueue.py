@@ -222,7 +222,8 @@ def enqueue_many(items: Sequence[tuple[Task, Message]], *, on_commit: bool | Non
                  using: str | None) -> None:
     """``enqueue`` for the first messages of a workflow (a group's members,
     a chain's first task): checked first, all of them, then the PENDING rows
-    in one statement per 500 and the messages in one broker call per 500,
+    in one statement per 500 and the messages in one broker call per
+    ``PUBLISH_BATCH``,
     with ``enqueue``'s transaction rules. With ``ALWAYS_EAGER`` each runs
     here. Raises ``TaskArgumentError`` before anything is written."""
     s = get_settings()

@@ -85,8 +85,8 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
                          update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
     def enqueued_sql(self, messages: list[Message]) -> tuple[str, list[Any]]:
-        """The one statement ``enqueued_many(messages)`` is on PostgreSQL and
-        SQLite (INSERT ... ON CONFLICT (task_id) DO UPDATE of every field), as
+        """One statement that writes what ``enqueued_many(messages)`` writes, on
+        PostgreSQL and SQLite (INSERT ... ON CONFLICT (task_id) DO UPDATE of every field), as
         SQL and its parameters, for the database broker to run in one
         statement with the messages (a CTE of its publish on PostgreSQL)."""
         rows = [self.model.from_message(m, states.PENDING) for m in messages]

@@ -170,7 +170,7 @@ class Duty(models.Model):
 
 class ChordState(models.Model):
     """How many members of a chord are done, and until when it is kept.
-    Its row lock orders two members finishing at once (``chord_member_done``)."""
+    Its row lock orders two members finishing at once (``chord_members_done``)."""
 
     prefix = models.CharField(max_length=50)
     chord_id = models.CharField(max_length=255)

@@ -5,7 +5,9 @@ Per message: decode it (a bad one is dead-lettered), tell the broker the
 task starts and ack it in the same round trip (unless ``acks_late``), run
 it, and hand its result to the ``ResultWriter`` thread, which stores results
 in batches and acks late messages after their rows are written. A busy
-executor makes one broker round trip per task plus its share of a batch.
+executor makes one broker round trip per task plus its share of a batch: on
+Redis the start of the last message held also fetches the next ones
+(``start_and_fetch``); elsewhere they are fetched after its run.
 """
 
 from __future__ import annotations
