@@ -75,7 +75,7 @@ def task_queue(task_name: str) -> str:
     its ``queue`` option, else its route, else ``DEFAULT_QUEUE``."""
     s = get_settings()
     task = registry.get(task_name)
-    return task.queue or task._route(s).get("queue") or s.DEFAULT_QUEUE
+    return task.queue or task._routed(s)[0]
 
 
 def known_queues(broker: Broker, workers: dict[str, dict[str, Any]] | None = None,

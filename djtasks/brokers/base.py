@@ -29,6 +29,11 @@ from typing import Any
 
 from ..message import Message
 
+# Shared by every broker.
+PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
+MAX_BLOCK = 1.0  # seconds an idle fetch waits at most, so stop flags are seen
+REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered past its score
+
 
 @dataclass(slots=True)
 class Delivery:

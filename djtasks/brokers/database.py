@@ -24,9 +24,9 @@ from django.db import connections, transaction
 from django.db.models import Count, Q
 
 from ..message import Message
-from .base import Fate, Reaped
+from .base import REVOKE_MEMORY, Fate, Reaped
 from .database_consumer import DatabaseConsumer
-from .database_roles import REVOKE_MEMORY, DatabaseRoles
+from .database_roles import DatabaseRoles
 from .tables import (
     QUEUE,
     BrokerConsumer,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 
 from .base import (
+    MAX_BLOCK,
     Consumer,
     Delivery,
     Reaped,
@@ -30,7 +31,6 @@ from .tables import (
 if TYPE_CHECKING:
     from .database import DatabaseBroker
 
-MAX_BLOCK = 1.0  # seconds an idle fetch waits at most, so stop flags are seen
 
 
 class DatabaseConsumer(Consumer):

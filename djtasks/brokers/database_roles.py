@@ -35,8 +35,6 @@ from .tables import (
     WorkerRecord,
 )
 
-REVOKE_MEMORY = 86400.0  # seconds a revocation is kept past its score
-
 
 class DatabaseRoles(Broker):
     """What ``DatabaseBroker`` does besides moving messages: the plumbing

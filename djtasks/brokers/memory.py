@@ -21,6 +21,8 @@ from typing import Any
 from ..message import Message
 from . import envelope_priority
 from .base import (
+    PRIORITIES,
+    REVOKE_MEMORY,
     Broker,
     Consumer,
     DeadLetter,
@@ -32,9 +34,6 @@ from .base import (
     Reaped,
     Started,
 )
-
-PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
-REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 
 _shared: dict[tuple[int, str, str], MemoryBroker] = {}
 _shared_lock = threading.Lock()

@@ -48,6 +48,9 @@ from ..exceptions import BrokerError, BrokerUnavailable
 from ..message import Message
 from . import envelope_priority, redact_url
 from .base import (
+    MAX_BLOCK,
+    PRIORITIES,
+    REVOKE_MEMORY,
     Broker,
     Consumer,
     DeadLetter,
@@ -61,9 +64,6 @@ from .base import (
 )
 
 _LUA = Path(__file__).with_name("lua")
-PRIORITIES = range(9, -1, -1)  # fetch order: 9 (highest) first
-MAX_BLOCK = 1.0  # seconds an idle fetch() blocks at most, so stop flags are seen
-REVOKE_MEMORY = 86400.0  # seconds a revocation is remembered
 SCAN_LIMIT = 100_000  # frames per list that locate() reads, at most
 SCAN_CHUNK = 1000  # frames per LRANGE
 
