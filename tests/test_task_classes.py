@@ -149,11 +149,11 @@ def test_a_custom_state_shows_at_once_while_the_task_runs(worker_process):
     assert AsyncResult(result.id).info == "finished"
 
 
-def test_a_custom_state_is_stored_in_the_row_with_its_meta(burst):
+def test_a_custom_state_is_followed_by_the_final_state_in_the_row(burst):
     result = ct.progress.delay(_key(), 2, 0)
     burst()
     row = TaskResult.objects.get(task_id=result.id)
-    assert row.status == states.SUCCESS  # the custom state was followed by the end
+    assert row.status == states.SUCCESS
 
 
 def test_a_late_started_row_does_not_hide_a_custom_state():
