@@ -2,14 +2,16 @@
 transaction, an in-process worker, and real worker subprocesses killed -9."""
 
 import signal
+import threading
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from djtasks import AsyncResult, revoke, states
-from djtasks.brokers import get_broker
+from djtasks.brokers import Started, get_broker
 from djtasks.brokers.database import DatabaseBroker
+from djtasks.message import Message
 from djtasks.models import QueuedMessage, TaskResult
 from tests.app import tasks
 from tests.app.tasks import count
@@ -128,8 +130,6 @@ def test_a_revoked_task_never_runs(db_broker, burst, counter):
 
 
 def test_a_message_that_fails_its_signature_is_dead_lettered(db_broker, burst):
-    from djtasks.message import Message
-
     forged = Message(id="forged-1", task="tests.app.tasks.add", args=[1, 1], kwargs={},
                      queue="default")
     db_broker.publish([(forged, b'{"v":1}:not-a-signature')])
@@ -184,3 +184,206 @@ def test_warm_shutdown_finishes_the_running_task_and_gives_back_the_rest(
     assert worker.wait(20) == 0
     assert count(slow + ":done") == 1 and count(quick) == 0
     assert db_broker.queue_depths(["default"]) == {"default": 3}
+
+
+# -- offers: the message a wake-up notice carries (PostgreSQL) -----------------
+
+on_postgresql = pytest.mark.skipif(connection.vendor != "postgresql",
+                                   reason="NOTIFY payloads: PostgreSQL")
+
+
+class Waiting(threading.Thread):
+    """``consumer.fetch(1, timeout)`` in a thread of its own (its own
+    connection); ``started()`` returns once it is waiting on its LISTEN."""
+
+    def __init__(self, consumer, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(daemon=True)
+        self.consumer, self.timeout = consumer, timeout
+        self.got: list = []
+        self.pid: int | None = None
+
+    def run(self) -> None:
+        try:
+            connections["default"].ensure_connection()
+            self.pid = connections["default"].connection.info.backend_pid
+            self.got = self.consumer.fetch(1, self.timeout)
+        finally:
+            connections.close_all()
+
+    def started(self):  # type: ignore[no-untyped-def]
+        self.start()
+
+        def waiting() -> bool:
+            # The query for the earliest due is the fetch's last before it
+            # waits: once it is done, a notice sent now is read.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND state = "
+                               "'idle' AND query LIKE 'SELECT MIN(due)%%'", [self.pid])
+                return cursor.fetchone() is not None
+
+        wait_until(waiting, timeout=10, what="the fetch to wait")
+        return self
+
+    def result(self) -> list:
+        self.join(15)
+        assert not self.is_alive()
+        return self.got
+
+
+@pytest.fixture
+def consumer(db_broker):  # type: ignore[no-untyped-def]
+    """``consumer(name)``: a leased consumer, released (its LISTEN closed) afterwards."""
+    made = []
+
+    def make(name: str):  # type: ignore[no-untyped-def]
+        made.append(db_broker.consumer(name, ["default"]))
+        made[-1].renew(60)
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.release()
+
+
+def held_by() -> list[str]:
+    return list(QueuedMessage.objects.values_list("consumer", flat=True))
+
+
+@on_postgresql
+def test_a_waiting_consumer_is_offered_the_message_and_its_start_takes_it(db_broker, consumer):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker).started()
+    result = tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    row = QueuedMessage.objects.get()
+    assert (delivery.id, delivery.offered, delivery.body) == (result.id, True, bytes(row.body))
+    assert held_by() == [""]  # offered, not claimed: the start takes it
+    with CaptureQueriesContext(connection) as queries:
+        assert taker.start(delivery.id, ack=True) is Started.RUN
+    assert statements(queries) == ["WITH"]
+    assert messages() == 0  # acked by the same statement (at most once)
+
+
+@on_postgresql
+def test_an_acks_late_start_of_an_offer_holds_it_as_a_fetched_message(db_broker, consumer):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    assert taker.start(delivery.id, ack=False) is Started.RUN
+    assert held_by() == ["offer/1"]
+    reaped = taker.release()  # it dies running it: redelivered, as a fetched one would be
+    assert (reaped.running, reaped.fate.name) == (delivery.id, "REQUEUED")
+    assert held_by() == [""]
+
+
+@on_postgresql
+def test_of_two_consumers_offered_one_message_only_one_starts_it(db_broker, consumer):
+    first = consumer("offer/1")
+    second = consumer("offer/2")
+    waits = [Waiting(first).started(), Waiting(second).started()]
+    tasks.add.delay(1, 2)
+    [one], [other] = (w.result() for w in waits)
+    assert one.offered and other.offered and one.id == other.id
+    assert first.start(one.id, ack=False) is Started.RUN
+    assert second.start(other.id, ack=False) is Started.LOST
+    assert not second.hold(other)
+    assert held_by() == ["offer/1"]
+
+
+@on_postgresql
+def test_an_offer_another_consumer_took_is_neither_dead_lettered_nor_deferred_nor_acked(
+        db_broker, consumer):
+    offered = consumer("offer/1")
+    waiting = Waiting(offered).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    [claimed] = consumer("offer/2").fetch(1, 0)
+    assert claimed.id == delivery.id and not claimed.offered
+    offered.dead_letter(delivery, "judged here, held there")
+    offered.defer(delivery.id, db_broker.clock() + 60)
+    offered.ack([delivery.id])
+    assert db_broker.dead_letters() == []
+    row = QueuedMessage.objects.get()
+    assert (row.consumer, row.due) == ("offer/2", None)
+
+
+@on_postgresql
+def test_an_offer_is_taken_by_whatever_this_consumer_does_with_it_first(db_broker, consumer):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    taker.dead_letter(delivery, "bad in some way")
+    [letter] = db_broker.dead_letters()
+    assert (letter.id, letter.reason) == (delivery.id, "bad in some way")
+    assert messages() == 0
+
+
+@on_postgresql
+def test_an_offer_that_is_no_longer_ready_is_not_taken(db_broker, consumer):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    # Meanwhile another consumer took it and put it off (a rate limit, say).
+    other = consumer("offer/2")
+    other.fetch(1, 0)
+    other.defer(delivery.id, db_broker.clock() + 60)
+    assert taker.start(delivery.id, ack=True) is Started.LOST
+    assert held_by() == [""] and QueuedMessage.objects.get().due is not None
+
+
+@on_postgresql
+@pytest.mark.parametrize("publish", ["in_a_transaction", "two_at_once", "too_big", "later"])
+def test_a_notice_carries_no_offer_when_it_could_mislead(db_broker, consumer, publish):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker, timeout=3).started()
+    if publish == "in_a_transaction":
+        with transaction.atomic():
+            tasks.add.delay(1, 2)
+    elif publish == "two_at_once":
+        db_broker.publish([(Message(id=f"two-{i}", task="tests.app.tasks.add", args=[i, i],
+                                    kwargs={}, queue="default"), b"{}") for i in range(2)])
+    elif publish == "too_big":
+        tasks.echo.delay("x" * 8000)
+    else:
+        tasks.add.apply_async((1, 2), countdown=0.5)
+    got = waiting.result()
+    assert got and not any(d.offered for d in got)  # claimed as usual
+    assert held_by().count("offer/1") == len(got)
+
+
+def test_an_offer_payload_reads_back_whatever_the_queue_name():
+    from djtasks.brokers.database_consumer import offer_payload, parse_offer
+
+    body = b'{"v":1,"id":"a:1"}:sig'
+    for queue in ["default", "a:1", "12:x", ""]:
+        assert parse_offer("42" + offer_payload("a:1", queue, body)) == (42, "a:1", queue, body)
+    assert parse_offer("") is None and parse_offer("not an offer") is None
+
+
+@on_postgresql
+@pytest.mark.parametrize("taken_elsewhere", [False, True])
+def test_an_executor_runs_an_offer_once_and_leaves_one_taken_elsewhere_alone(
+        db_broker, consumer, counter, caplog, taken_elsewhere):
+    from djtasks.worker.executor import Executor
+    from djtasks.worker.results import InlineResultWriter
+
+    executor = Executor(db_broker, consumer="offer/1", hostname="h", queues=["default"],
+                        prefetch=1, inline=True)
+    executor.consumer = consumer("offer/1")
+    executor.results = InlineResultWriter(db_broker, executor.consumer)
+    key = counter("offered")
+    waiting = Waiting(executor.consumer).started()
+    result = tasks.record.delay(key)
+    [delivery] = waiting.result()
+    if taken_elsewhere:
+        assert len(consumer("offer/2").fetch(1, 0)) == 1
+    with caplog.at_level("WARNING", logger="djtasks"):
+        executor.handle(delivery)
+    assert count(key) == (0 if taken_elsewhere else 1)
+    assert AsyncResult(result.id).status == (states.PENDING if taken_elsewhere
+                                             else states.SUCCESS)
+    assert held_by() == (["offer/2"] if taken_elsewhere else [])
+    assert not caplog.records  # an offer another took is not "lost": it runs there

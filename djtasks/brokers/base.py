@@ -41,12 +41,17 @@ class Delivery:
 
     ``revoked`` deliveries were dropped by the broker because their task
     was revoked; they are handed over only so the worker can record that.
+    ``offered`` deliveries are not held yet (the database broker on
+    PostgreSQL hands over the message a wake-up notice carried): the
+    consumer's first call about it takes it, and finds whether another
+    consumer took it first (``Consumer.hold``).
     """
 
     id: str
     queue: str
     body: bytes
     revoked: bool = False
+    offered: bool = False
 
 
 @dataclass(slots=True)
@@ -118,8 +123,9 @@ class Consumer(ABC):
         back with ``revoked=True`` and are already forgotten. Waits up to
         ``timeout`` seconds when there are none (0: no wait). Fetched
         messages belong to this consumer until ``ack``/``requeue``/``defer``/
-        ``dead_letter``/``release``: a delivery is never given to two
-        consumers at once.
+        ``dead_letter``/``release``: a delivery is never held by two
+        consumers at once. A waiting fetch may instead hand over one offered
+        delivery (``Delivery.offered``), held only once taken (``hold``).
         """
 
     @abstractmethod
@@ -149,6 +155,16 @@ class Consumer(ABC):
         executor fetches after the run instead.
         """
         return self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks), []
+
+    def hold(self, delivery: Delivery) -> bool:
+        """Take ``delivery`` if it is only offered (``Delivery.offered``):
+        True if this consumer holds it now, as a fetched one; False if
+        another consumer took it, or it is no longer ready. ``start``, ``ack``,
+        ``defer`` and ``dead_letter`` take an offer themselves: ``start``
+        returns LOST, and the others do nothing, when it was taken. A
+        delivery that was not offered is held already: True, no round trip.
+        """
+        return True
 
     @abstractmethod
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:

@@ -25,7 +25,7 @@ from django.db.models import Count, Q
 
 from ..message import Message
 from .base import REVOKE_MEMORY, Fate, Reaped
-from .database_consumer import DatabaseConsumer
+from .database_consumer import MAX_OFFER, DatabaseConsumer, offer_payload
 from .database_roles import DatabaseRoles
 from .tables import (
     QUEUE,
@@ -69,10 +69,24 @@ class DatabaseBroker(DatabaseRoles):
         # rides in it, and is delivered when it commits.
         with self._errors():
             if self.vendor == "postgresql":
-                self._sql(f"WITH m AS ({insert}) SELECT pg_notify(%s, '')",
-                          [*params, self.channel])
+                notice, notice_params = self._notice(items)
+                self._sql(f"WITH m AS ({insert} RETURNING id) {notice}", [*params, *notice_params])
             else:
                 self._sql(insert, params)
+
+    def _notice(self, items: Sequence[tuple[Message, bytes]]) -> tuple[str, list[Any]]:
+        """The NOTIFY that follows the INSERT ``m`` (PostgreSQL), and its
+        parameters. Its payload is the message itself, as an offer
+        (``offer_payload``), when it is one message, ready now, published
+        outside a transaction, and small and ASCII enough to be a payload;
+        else empty. A transaction's empty notices are collapsed into one."""
+        if len(items) == 1 and not connections[self.alias].in_atomic_block:
+            message, body = items[0]
+            if ((message.eta is None or message.eta <= self.clock())
+                    and len(body) <= MAX_OFFER and body.isascii()):
+                return ("SELECT pg_notify(%s, (SELECT id FROM m)::text || %s)",
+                        [self.channel, offer_payload(message.id, message.queue, body)])
+        return "SELECT pg_notify(%s, '')", [self.channel]
 
     def publish_with_rows(self, items: Sequence[tuple[Message, bytes]],
                           pending: Sequence[Message]) -> None:
@@ -88,9 +102,10 @@ class DatabaseBroker(DatabaseRoles):
             # and no second statement, and it is still all or nothing.
             upsert, row_params = results.enqueued_sql(list(pending))
             insert, params = self._insert(items)
+            notice, notice_params = self._notice(items)
             with self._errors(), transaction.mark_for_rollback_on_error(self.alias):
-                self._sql(f"WITH r AS ({upsert}), m AS ({insert}) SELECT pg_notify(%s, '')",
-                          [*row_params, *params, self.channel])
+                self._sql(f"WITH r AS ({upsert}), m AS ({insert} RETURNING id) {notice}",
+                          [*row_params, *params, *notice_params])
             return
         # SQLite and MariaDB have no CTE that writes: the rows, then the
         # messages, in the caller's transaction (no savepoint: the enqueue

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections
 
+from ..exceptions import BrokerError
 from .base import (
     MAX_BLOCK,
     Consumer,
@@ -19,6 +20,7 @@ from .base import (
 from .database_roles import PgListener
 from .tables import (
     CONSUMER,
+    OFFERED,
     QUEUE,
     READY,
     REVOCATION,
@@ -31,6 +33,29 @@ from .tables import (
 if TYPE_CHECKING:
     from .database import DatabaseBroker
 
+# Bytes of body an offer carries at most: PostgreSQL refuses a NOTIFY
+# payload of 8000 bytes or more, and the ids and queue name come with it.
+MAX_OFFER = 7000
+
+
+def offer_payload(task_id: str, queue: str, body: bytes) -> str:
+    """An offer's NOTIFY payload after its row id, which the statement puts
+    first: `` <len>:<task id><len>:<queue><body>`` (docs/brokers.md,
+    "Offers"). The body is ASCII (``publish`` checks)."""
+    return f" {len(task_id)}:{task_id}{len(queue)}:{queue}{body.decode('ascii')}"
+
+
+def parse_offer(payload: str) -> tuple[int, str, str, bytes] | None:
+    """``(row id, task id, queue, body)`` of an offer's payload; None for an
+    empty payload (a plain wake) or one that is not an offer."""
+    try:
+        pk, rest = payload.split(" ", 1)
+        size, rest = rest.split(":", 1)
+        task_id, rest = rest[:int(size)], rest[int(size):]
+        size, rest = rest.split(":", 1)
+        return int(pk), task_id, rest[:int(size)], rest[int(size):].encode("ascii")
+    except (ValueError, UnicodeEncodeError):
+        return None
 
 
 class DatabaseConsumer(Consumer):
@@ -40,6 +65,8 @@ class DatabaseConsumer(Consumer):
         self.broker, self.name, self.queues = broker, name, queues
         self._rotation = 0
         self._wake: PgListener | None = None
+        self._offers: dict[str, int] = {}  # offered, not yet taken: task id -> row id
+        self._gone: set[str] = set()  # offered, and another consumer took them first
 
     def __repr__(self) -> str:
         return f"<DatabaseConsumer {self.name}>"
@@ -49,6 +76,8 @@ class DatabaseConsumer(Consumer):
 
     def fetch(self, count: int, timeout: float) -> list[Delivery]:
         b = self.broker
+        self._offers.clear()  # not taken: still in their queues
+        self._gone.clear()
         # Rotate the queue order on each fetch so no queue starves another.
         self._rotation = (self._rotation + 1) % len(self.queues)
         ordered = [*self.queues[self._rotation:], *self.queues[:self._rotation]]
@@ -68,9 +97,55 @@ class DatabaseConsumer(Consumer):
             if due is not None:  # a scheduled message comes due before the wait is over
                 wait = min(wait, max(due - b.clock(), 0.001))
             if self._wake is not None:
-                self._wake.wait(wait, lambda payload: True)
+                try:
+                    payloads = self._wake.payloads(wait)
+                except BrokerError:
+                    self._wake.close()
+                    self._wake = None  # LISTEN again at the next fetch, before looking
+                    raise
+                offer = self._offer(payloads)
+                if offer is not None:
+                    return [offer]
             else:
                 time.sleep(min(wait, b.poll_interval))
+
+    def _offer(self, payloads: list[str]) -> Delivery | None:
+        """The message a lone notice offers, if it is one of this consumer's
+        queues: handed over without a claim, to be taken by its start (one
+        statement instead of two) or by whatever else is done with it first.
+        Several notices at once mean several messages: a claim takes them in
+        order instead."""
+        if len(payloads) != 1 or (offer := parse_offer(payloads[0])) is None:
+            return None
+        pk, task_id, queue, body = offer
+        if queue not in self.queues:
+            return None
+        self._offers[task_id] = pk
+        return Delivery(task_id, queue, body, offered=True)
+
+    def hold(self, delivery: Delivery) -> bool:
+        if not delivery.offered:
+            return True
+        if delivery.id in self._offers:
+            return delivery.id in self._take([delivery.id])
+        return delivery.id not in self._gone  # taken before, by this consumer or another
+
+    def _take(self, ids: Iterable[str]) -> set[str]:
+        """Claim the offered messages among ``ids`` (one statement); the ids
+        of those this consumer now holds. An offer another consumer took, or
+        that is no longer ready, is not taken."""
+        asked = [i for i in ids if i in self._offers]
+        if not asked:
+            return set()
+        rows = [self._offers.pop(i) for i in asked]
+        b = self.broker
+        with b._errors():
+            taken = {r[0] for r in b._sql(
+                f"WITH c AS MATERIALIZED ({OFFERED} FOR UPDATE SKIP LOCKED) UPDATE {QUEUE} "
+                f"AS q SET consumer = %(c)s FROM c WHERE q.id = c.id RETURNING q.task_id",
+                {"p": b.prefix, "c": self.name, "rows": rows, "now": b.clock()})}
+        self._gone.update(i for i in asked if i not in taken)
+        return taken
 
     def _claim(self, count: int, ordered: list[str]) -> list[Delivery]:
         b = self.broker
@@ -182,7 +257,8 @@ class DatabaseConsumer(Consumer):
         acks = list(acks)
         if b.vendor == "postgresql":
             with b._errors():
-                return self._start_pg(task_id, ack, redeliver, track, acks)
+                return self._start_pg(task_id, ack, redeliver, track, acks,
+                                      self._offers.pop(task_id, None))
         with b._write():
             found = b._sql(
                 f"SELECT id, (SELECT COUNT(*) FROM {REVOCATION} WHERE prefix = %s AND "
@@ -210,21 +286,29 @@ class DatabaseConsumer(Consumer):
         return Started.RUN
 
     def _start_pg(self, task_id: str, ack: bool, redeliver: bool, track: bool,
-                  acks: list[str]) -> Started:
+                  acks: list[str], offer: int | None) -> Started:
         """``start`` on PostgreSQL: one statement, so one round trip and its
         own transaction. The message row is locked first, so a reaper that
         is giving this consumer's messages back is waited for, and then the
-        row is not found (LOST) instead of run twice."""
+        row is not found (LOST) instead of run twice. An offer (row
+        ``offer``) is claimed by the same statement: deleted if acked now,
+        else marked this consumer's; LOST if another consumer took it."""
         b = self.broker
+        if offer is None:
+            m, held = (f"SELECT id FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s AND "
+                       f"task_id = %(t)s LIMIT 1 FOR UPDATE"), ""
+        else:
+            m = f"{OFFERED} FOR UPDATE SKIP LOCKED"
+            held = (f"held AS (UPDATE {QUEUE} SET consumer = %(c)s WHERE NOT %(ack)s AND "
+                    f"id IN (SELECT id FROM run)), ")
         found = b._sql(
-            f"WITH m AS MATERIALIZED (SELECT id FROM {QUEUE} WHERE prefix = %(p)s AND "
-            f"consumer = %(c)s AND task_id = %(t)s LIMIT 1 FOR UPDATE), "
+            f"WITH m AS MATERIALIZED ({m}), "
             f"r AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM {REVOCATION} WHERE prefix = %(p)s "
             f"AND task_id = %(t)s) AS revoked), "
             f"run AS MATERIALIZED (SELECT m.id FROM m, r WHERE NOT r.revoked), "
-            f"gone AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s AND "
-            f"(task_id = ANY(%(acks)s) OR id IN (SELECT m.id FROM m, r WHERE %(ack)s OR "
-            f"r.revoked))), "
+            f"gone AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND ((consumer = %(c)s AND "
+            f"task_id = ANY(%(acks)s)) OR id IN (SELECT m.id FROM m, r WHERE %(ack)s OR "
+            f"r.revoked))), {held}"
             f"mark AS (UPDATE {CONSUMER} SET running_task = %(t)s, running_message = "
             f"(SELECT id FROM run), redeliver = %(rd)s WHERE prefix = %(p)s AND name = %(c)s "
             f"AND EXISTS (SELECT 1 FROM run) RETURNING 1), "
@@ -232,9 +316,11 @@ class DatabaseConsumer(Consumer):
             f"%(t)s FROM run WHERE %(track)s) "
             f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark)",
             {"p": b.prefix, "c": self.name, "t": task_id, "acks": acks, "ack": ack,
-             "rd": redeliver, "track": track})
+             "rd": redeliver, "track": track, "rows": [offer], "now": b.clock()})
         pk, revoked, marked = found[0]
         if pk is None:
+            if offer is not None:
+                self._gone.add(task_id)
             return Started.LOST
         if revoked:
             return Started.REVOKED
@@ -249,6 +335,8 @@ class DatabaseConsumer(Consumer):
         if not ids and not settled:
             return
         b = self.broker
+        if self._offers:  # taken first, then acked as held ones
+            self._take(ids)
         if b.vendor == "postgresql":  # one statement: its own transaction
             with b._errors():
                 b._sql(f"WITH a AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = "
@@ -265,17 +353,20 @@ class DatabaseConsumer(Consumer):
                        f"task_id IN ({marks(settled)})", [b.prefix, self.name, *settled])
 
     def requeue(self, ids: Iterable[str]) -> None:
-        ids = list(ids)
+        ids = [i for i in ids if self._offers.pop(i, None) is None]  # offers: still queued
         if ids:
             with self.broker._write():
                 self._mine().filter(task_id__in=ids).update(consumer="")
                 self.broker._notify(self.broker.channel)
 
     def defer(self, task_id: str, eta: float) -> None:
+        self._take([task_id])
         with self.broker._write():
             self._mine().filter(task_id=task_id).update(consumer="", due=eta)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        if not self.hold(delivery):
+            return  # another consumer took the offer: it is that one's to judge
         with self.broker._write():
             self.broker._bury(delivery.id, delivery.queue, delivery.body, reason)
             self._mine().filter(task_id=delivery.id).delete()
@@ -289,6 +380,8 @@ class DatabaseConsumer(Consumer):
                     prefix=b.prefix, name=self.name, defaults={"lease_until": until})
 
     def release(self, *, drop_running: str | None = None, shutdown: bool = False) -> Reaped:
+        self._offers.clear()
+        self._gone.clear()
         if self._wake is not None:
             self._wake.close()
             self._wake = None

@@ -308,6 +308,20 @@ class PgListener:
                         return True
             return False
 
+    def payloads(self, timeout: float) -> list[str]:
+        """The payloads of the first notices to arrive within ``timeout``
+        seconds and of those already waiting behind them; [] if none came."""
+        import psycopg
+
+        with self.lock:
+            try:
+                got = [n.payload for n in self.conn.notifies(timeout=timeout, stop_after=1)]
+                if got:
+                    got += [n.payload for n in self.conn.notifies(timeout=0)]
+            except psycopg.Error as exc:
+                raise BrokerError(f"the LISTEN connection failed: {exc}") from exc
+            return got
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()

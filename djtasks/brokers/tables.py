@@ -216,6 +216,12 @@ READY = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer 
          f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
          f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id LIMIT %s")
 
+# Offered rows (``id = ANY(%(rows)s::bigint[])``) still ready for consumer %(c)s, as
+# READY would find them (PostgreSQL, named parameters).
+OFFERED = (f"SELECT id FROM {QUEUE} WHERE id = ANY(%(rows)s::bigint[]) AND prefix = %(p)s AND "
+           f"consumer = '' AND (due IS NULL OR due <= %(now)s) AND task_id NOT IN (SELECT "
+           f"task_id FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s)")
+
 
 def marks(values: Sequence[Any]) -> str:
     """``%s, %s, ...``: one placeholder per value, for ``IN (...)``."""

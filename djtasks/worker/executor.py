@@ -210,13 +210,20 @@ class Executor(IgnoredRuns):
                                       name=message.task, id=message.id)
             self._dead_letter(delivery, str(exc))
             return
+        expired = message.expires is not None and time.time() > message.expires
+        # An offer is taken by its start, in the same statement; before
+        # anything else is said or done about it, it is taken first.
+        if (delivery.offered and (signals.task_received.receivers or expired
+                                  or task.rate_per_second is not None)
+                and not self.consumer.hold(delivery)):
+            return  # another executor took it
         if signals.task_received.receivers:  # no Request built per message for nobody
             signals.task_received.send(sender=self.consumer,
                                        request=make_request(message, hostname=self.hostname))
         if delivery.revoked:
             self._revoked(task, message, "revoked", acked=True)  # the fetch dropped it
             return
-        if message.expires is not None and time.time() > message.expires:
+        if expired:
             self._revoked(task, message, _expired_reason(message), expired=True)
             return
         if task.rate_per_second is not None:
@@ -246,6 +253,8 @@ class Executor(IgnoredRuns):
         if started is Started.REVOKED:
             self._revoked(task, message, "revoked", acked=True)
             return
+        if started is Started.LOST and delivery.offered:
+            return  # another executor took the offer first: it runs there
         if started is Started.LOST:
             logger.warning("task %s[%s] was given back while waiting here (this executor's "
                            "lease ran out); it runs elsewhere", message.task, message.id)
