@@ -3,6 +3,7 @@ transaction, an in-process worker, and real worker subprocesses killed -9."""
 
 import signal
 import threading
+import time
 
 import pytest
 from django.db import connection, connections, transaction
@@ -292,8 +293,7 @@ def test_of_two_consumers_offered_one_message_only_one_starts_it(db_broker, cons
 
 
 @on_postgresql
-def test_an_offer_another_consumer_took_is_neither_dead_lettered_nor_deferred_nor_acked(
-        db_broker, consumer):
+def test_an_offer_another_consumer_took_is_not_dead_lettered_here(db_broker, consumer):
     offered = consumer("offer/1")
     waiting = Waiting(offered).started()
     tasks.add.delay(1, 2)
@@ -301,11 +301,21 @@ def test_an_offer_another_consumer_took_is_neither_dead_lettered_nor_deferred_no
     [claimed] = consumer("offer/2").fetch(1, 0)
     assert claimed.id == delivery.id and not claimed.offered
     offered.dead_letter(delivery, "judged here, held there")
-    offered.defer(delivery.id, db_broker.clock() + 60)
-    offered.ack([delivery.id])
     assert db_broker.dead_letters() == []
+    assert held_by() == ["offer/2"]
+
+
+@on_postgresql
+def test_an_offer_deferred_is_taken_and_put_off(db_broker, consumer):
+    taker = consumer("offer/1")
+    waiting = Waiting(taker).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    eta = db_broker.clock() + 60
+    taker.defer(delivery.id, eta)
     row = QueuedMessage.objects.get()
-    assert (row.consumer, row.due) == ("offer/2", None)
+    assert (row.consumer, row.due) == ("", pytest.approx(eta))
+    assert db_broker.consumer("offer/2", ["default"]).fetch(1, 0) == []  # not before its eta
 
 
 @on_postgresql
@@ -360,13 +370,15 @@ def test_an_offer_payload_reads_back_whatever_the_queue_name():
     body = b'{"v":1,"id":"a:1"}:sig'
     for queue in ["default", "a:1", "12:x", ""]:
         assert parse_offer("42" + offer_payload("a:1", queue, body)) == (42, "a:1", queue, body)
-    assert parse_offer("") is None and parse_offer("not an offer") is None
+    for bad in ["", "not an offer", "42 9:a:1", "42 -1:a0:", "42 3:a:1", "x 1:a1:q"]:
+        assert parse_offer(bad) is None, bad
 
 
 @on_postgresql
-@pytest.mark.parametrize("taken_elsewhere", [False, True])
+@pytest.mark.parametrize("taken_elsewhere, expired", [(False, False), (True, False),
+                                                      (True, True)])
 def test_an_executor_runs_an_offer_once_and_leaves_one_taken_elsewhere_alone(
-        db_broker, consumer, counter, caplog, taken_elsewhere):
+        db_broker, consumer, counter, caplog, taken_elsewhere, expired):
     from djtasks.worker.executor import Executor
     from djtasks.worker.results import InlineResultWriter
 
@@ -376,8 +388,11 @@ def test_an_executor_runs_an_offer_once_and_leaves_one_taken_elsewhere_alone(
     executor.results = InlineResultWriter(db_broker, executor.consumer)
     key = counter("offered")
     waiting = Waiting(executor.consumer).started()
-    result = tasks.record.delay(key)
+    # Expired, it would be recorded REVOKED here if it were not taken first.
+    result = tasks.record.apply_async((key,), expires=0.2 if expired else None)
     [delivery] = waiting.result()
+    if expired:
+        time.sleep(0.3)
     if taken_elsewhere:
         assert len(consumer("offer/2").fetch(1, 0)) == 1
     with caplog.at_level("WARNING", logger="djtasks"):

@@ -159,9 +159,10 @@ class Consumer(ABC):
     def hold(self, delivery: Delivery) -> bool:
         """Take ``delivery`` if it is only offered (``Delivery.offered``):
         True if this consumer holds it now, as a fetched one; False if
-        another consumer took it, or it is no longer ready. ``start``, ``ack``,
+        another consumer took it, or it is no longer ready. ``start``,
         ``defer`` and ``dead_letter`` take an offer themselves: ``start``
-        returns LOST, and the others do nothing, when it was taken. A
+        returns LOST, and the others do nothing, when it was taken; ``ack``
+        acks held messages only, so an offer is held before it is acked. A
         delivery that was not offered is held already: True, no round trip.
         """
         return True

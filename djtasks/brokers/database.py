@@ -78,12 +78,12 @@ class DatabaseBroker(DatabaseRoles):
         """The NOTIFY that follows the INSERT ``m`` (PostgreSQL), and its
         parameters. Its payload is the message itself, as an offer
         (``offer_payload``), when it is one message, ready now, published
-        outside a transaction, and small and ASCII enough to be a payload;
-        else empty. A transaction's empty notices are collapsed into one."""
+        outside a transaction, and small enough to be a payload, ASCII with
+        no NUL; else empty. A transaction's empty notices are collapsed into one."""
         if len(items) == 1 and not connections[self.alias].in_atomic_block:
             message, body = items[0]
             if ((message.eta is None or message.eta <= self.clock())
-                    and len(body) <= MAX_OFFER and body.isascii()):
+                    and len(body) <= MAX_OFFER and body.isascii() and b"\0" not in body):
                 return ("SELECT pg_notify(%s, (SELECT id FROM m)::text || %s)",
                         [self.channel, offer_payload(message.id, message.queue, body)])
         return "SELECT pg_notify(%s, '')", [self.channel]

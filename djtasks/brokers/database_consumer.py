@@ -50,10 +50,14 @@ def parse_offer(payload: str) -> tuple[int, str, str, bytes] | None:
     empty payload (a plain wake) or one that is not an offer."""
     try:
         pk, rest = payload.split(" ", 1)
-        size, rest = rest.split(":", 1)
-        task_id, rest = rest[:int(size)], rest[int(size):]
-        size, rest = rest.split(":", 1)
-        return int(pk), task_id, rest[:int(size)], rest[int(size):].encode("ascii")
+        fields = []
+        for _ in range(2):  # the task id, then the queue
+            size, rest = rest.split(":", 1)
+            if not size.isdigit() or len(rest) < int(size):
+                return None
+            fields.append(rest[:int(size)])
+            rest = rest[int(size):]
+        return int(pk), fields[0], fields[1], rest.encode("ascii")
     except (ValueError, UnicodeEncodeError):
         return None
 
@@ -78,6 +82,11 @@ class DatabaseConsumer(Consumer):
         b = self.broker
         self._offers.clear()  # not taken: still in their queues
         self._gone.clear()
+        if self._wake is not None:
+            # Notices that came while the executor was busy name messages
+            # the claim below finds anyway: read, they offer nothing stale,
+            # and PostgreSQL can trim its notice queue.
+            self._listen(0)
         # Rotate the queue order on each fetch so no queue starves another.
         self._rotation = (self._rotation + 1) % len(self.queues)
         ordered = [*self.queues[self._rotation:], *self.queues[:self._rotation]]
@@ -97,17 +106,20 @@ class DatabaseConsumer(Consumer):
             if due is not None:  # a scheduled message comes due before the wait is over
                 wait = min(wait, max(due - b.clock(), 0.001))
             if self._wake is not None:
-                try:
-                    payloads = self._wake.payloads(wait)
-                except BrokerError:
-                    self._wake.close()
-                    self._wake = None  # LISTEN again at the next fetch, before looking
-                    raise
-                offer = self._offer(payloads)
+                offer = self._offer(self._listen(wait))
                 if offer is not None:
                     return [offer]
             else:
                 time.sleep(min(wait, b.poll_interval))
+
+    def _listen(self, timeout: float) -> list[str]:
+        assert self._wake is not None
+        try:
+            return self._wake.payloads(timeout)
+        except BrokerError:
+            self._wake.close()
+            self._wake = None  # LISTEN again at the next waiting fetch, before looking
+            raise
 
     def _offer(self, payloads: list[str]) -> Delivery | None:
         """The message a lone notice offers, if it is one of this consumer's
@@ -127,24 +139,28 @@ class DatabaseConsumer(Consumer):
         if not delivery.offered:
             return True
         if delivery.id in self._offers:
-            return delivery.id in self._take([delivery.id])
+            return self._take(delivery.id)
         return delivery.id not in self._gone  # taken before, by this consumer or another
 
-    def _take(self, ids: Iterable[str]) -> set[str]:
-        """Claim the offered messages among ``ids`` (one statement); the ids
-        of those this consumer now holds. An offer another consumer took, or
-        that is no longer ready, is not taken."""
-        asked = [i for i in ids if i in self._offers]
-        if not asked:
-            return set()
-        rows = [self._offers.pop(i) for i in asked]
+    def _take(self, task_id: str) -> bool:
+        """Claim the offered message ``task_id`` (one statement): True if
+        this consumer holds it now; False if another consumer took it or it
+        is no longer ready. Only the executor's thread asks (never the
+        result writer's)."""
+        pk = self._offers.pop(task_id)
         b = self.broker
-        with b._errors():
-            taken = {r[0] for r in b._sql(
-                f"WITH c AS MATERIALIZED ({OFFERED} FOR UPDATE SKIP LOCKED) UPDATE {QUEUE} "
-                f"AS q SET consumer = %(c)s FROM c WHERE q.id = c.id RETURNING q.task_id",
-                {"p": b.prefix, "c": self.name, "rows": rows, "now": b.clock()})}
-        self._gone.update(i for i in asked if i not in taken)
+        try:
+            with b._errors():
+                taken = bool(b._sql(
+                    f"WITH c AS MATERIALIZED ({OFFERED} FOR UPDATE SKIP LOCKED) UPDATE {QUEUE} "
+                    f"AS q SET consumer = %(c)s FROM c WHERE q.id = c.id RETURNING q.id",
+                    {"row": pk, "t": task_id, "p": b.prefix, "c": self.name,
+                     "now": b.clock()}))
+        except BrokerError:
+            self._offers[task_id] = pk  # taken or not: asked again, the take is idempotent
+            raise
+        if not taken:
+            self._gone.add(task_id)
         return taken
 
     def _claim(self, count: int, ordered: list[str]) -> list[Delivery]:
@@ -256,9 +272,14 @@ class DatabaseConsumer(Consumer):
         b = self.broker
         acks = list(acks)
         if b.vendor == "postgresql":
-            with b._errors():
-                return self._start_pg(task_id, ack, redeliver, track, acks,
-                                      self._offers.pop(task_id, None))
+            offer = self._offers.pop(task_id, None)
+            try:
+                with b._errors():
+                    return self._start_pg(task_id, ack, redeliver, track, acks, offer)
+            except BrokerError:
+                if offer is not None:  # started or not: asked again, it finds out
+                    self._offers[task_id] = offer
+                raise
         with b._write():
             found = b._sql(
                 f"SELECT id, (SELECT COUNT(*) FROM {REVOCATION} WHERE prefix = %s AND "
@@ -316,7 +337,7 @@ class DatabaseConsumer(Consumer):
             f"%(t)s FROM run WHERE %(track)s) "
             f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark)",
             {"p": b.prefix, "c": self.name, "t": task_id, "acks": acks, "ack": ack,
-             "rd": redeliver, "track": track, "rows": [offer], "now": b.clock()})
+             "rd": redeliver, "track": track, "row": offer, "now": b.clock()})
         pk, revoked, marked = found[0]
         if pk is None:
             if offer is not None:
@@ -335,8 +356,6 @@ class DatabaseConsumer(Consumer):
         if not ids and not settled:
             return
         b = self.broker
-        if self._offers:  # taken first, then acked as held ones
-            self._take(ids)
         if b.vendor == "postgresql":  # one statement: its own transaction
             with b._errors():
                 b._sql(f"WITH a AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = "
@@ -360,7 +379,8 @@ class DatabaseConsumer(Consumer):
                 self.broker._notify(self.broker.channel)
 
     def defer(self, task_id: str, eta: float) -> None:
-        self._take([task_id])
+        if task_id in self._offers:
+            self._take(task_id)
         with self.broker._write():
             self._mine().filter(task_id=task_id).update(consumer="", due=eta)
 

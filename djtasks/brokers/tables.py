@@ -216,11 +216,13 @@ READY = (f"SELECT id FROM {QUEUE} WHERE prefix = %s AND queue = %s AND consumer 
          f"AND (due IS NULL OR due <= %s) AND task_id NOT IN (SELECT task_id FROM "
          f"{QUEUE} WHERE prefix = %s AND consumer = %s) ORDER BY priority DESC, id LIMIT %s")
 
-# Offered rows (``id = ANY(%(rows)s::bigint[])``) still ready for consumer %(c)s, as
-# READY would find them (PostgreSQL, named parameters).
-OFFERED = (f"SELECT id FROM {QUEUE} WHERE id = ANY(%(rows)s::bigint[]) AND prefix = %(p)s AND "
-           f"consumer = '' AND (due IS NULL OR due <= %(now)s) AND task_id NOT IN (SELECT "
-           f"task_id FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s)")
+# The offered row %(row)s of task %(t)s, if consumer %(c)s may take it: still
+# ready, as READY would find it, or already its own (a take whose reply was
+# lost, tried again). PostgreSQL, named parameters.
+OFFERED = (f"SELECT id FROM {QUEUE} WHERE id = %(row)s AND task_id = %(t)s AND prefix = %(p)s "
+           f"AND (consumer = %(c)s OR (consumer = '' AND (due IS NULL OR due <= %(now)s) AND "
+           f"task_id NOT IN (SELECT task_id FROM {QUEUE} WHERE prefix = %(p)s AND "
+           f"consumer = %(c)s)))")
 
 
 def marks(values: Sequence[Any]) -> str:

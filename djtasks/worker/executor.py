@@ -213,10 +213,12 @@ class Executor(IgnoredRuns):
         expired = message.expires is not None and time.time() > message.expires
         # An offer is taken by its start, in the same statement; before
         # anything else is said or done about it, it is taken first.
-        if (delivery.offered and (signals.task_received.receivers or expired
-                                  or task.rate_per_second is not None)
-                and not self.consumer.hold(delivery)):
-            return  # another executor took it
+        offer = delivery.offered
+        if offer and (signals.task_received.receivers or expired
+                      or task.rate_per_second is not None):
+            if not self.consumer.hold(delivery):
+                return  # another executor took it
+            offer = False
         if signals.task_received.receivers:  # no Request built per message for nobody
             signals.task_received.send(sender=self.consumer,
                                        request=make_request(message, hostname=self.hostname))
@@ -253,7 +255,7 @@ class Executor(IgnoredRuns):
         if started is Started.REVOKED:
             self._revoked(task, message, "revoked", acked=True)
             return
-        if started is Started.LOST and delivery.offered:
+        if started is Started.LOST and offer:
             return  # another executor took the offer first: it runs there
         if started is Started.LOST:
             logger.warning("task %s[%s] was given back while waiting here (this executor's "
