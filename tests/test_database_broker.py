@@ -402,3 +402,30 @@ def test_an_executor_runs_an_offer_once_and_leaves_one_taken_elsewhere_alone(
                                              else states.SUCCESS)
     assert held_by() == (["offer/2"] if taken_elsewhere else [])
     assert not caplog.records  # an offer another took is not "lost": it runs there
+
+
+@on_postgresql
+def test_a_busy_consumer_stops_listening_so_its_backend_holds_back_no_vacuum(
+        db_broker, consumer):
+    taker = consumer("offer/1")
+    Waiting(taker, timeout=0.2).started().result()  # idle once: it LISTENs
+    listener = taker._wake.conn.info.backend_pid
+    for i in range(2):
+        tasks.add.delay(i, i)
+    assert len(taker.fetch(1, 0)) == 1  # busy: one taken, one more waiting
+    # Unread notices that fill its socket would leave its backend waiting
+    # to write them, holding a snapshot that VACUUM must respect.
+    big = b"x" * 6000
+    for i in range(3000):
+        db_broker.publish([(Message(id=f"big-{i}", task="tests.app.tasks.add", args=[],
+                                    kwargs={}, queue="default"), big)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT wait_event, backend_xmin FROM pg_stat_activity WHERE pid = %s",
+                       [listener])
+        assert cursor.fetchone() == ("ClientRead", None)
+    # Idle again, it LISTENs again and is woken (and offered) as before.
+    QueuedMessage.objects.all().delete()
+    waiting = Waiting(taker).started()
+    result = tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    assert (delivery.id, delivery.offered) == (result.id, True)

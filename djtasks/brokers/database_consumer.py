@@ -82,20 +82,26 @@ class DatabaseConsumer(Consumer):
         b = self.broker
         self._offers.clear()  # not taken: still in their queues
         self._gone.clear()
-        if self._wake is not None:
-            # Notices that came while the executor was busy name messages
-            # the claim below finds anyway: read, they offer nothing stale,
-            # and PostgreSQL can trim its notice queue.
-            self._listen(0)
         # Rotate the queue order on each fetch so no queue starves another.
         self._rotation = (self._rotation + 1) % len(self.queues)
         ordered = [*self.queues[self._rotation:], *self.queues[:self._rotation]]
         deadline = time.monotonic() + timeout
-        if timeout > 0 and self._wake is None:
-            self._wake = b._listener(b.channel)  # LISTEN before looking: no wake is missed
+        if timeout > 0:  # LISTEN before looking: no wake is missed
+            if self._wake is None:
+                self._wake = b._listener(b.channel)
+            elif not self._wake.listening:
+                self._wake.listen()
+            if self._wake is not None:
+                # Notices that came while this consumer was busy name
+                # messages the claim below finds anyway: drop them, so no
+                # offer is stale.
+                self._listen(0)
         while True:
             got = self._claim(count, ordered)
             remaining = deadline - time.monotonic()
+            if got and timeout == 0 and self._wake is not None and self._wake.listening:
+                # Busy with a backlog: its notices would pile up unread.
+                self._wake.unlisten()
             if got or remaining <= 0:
                 return got
             wait = min(remaining, MAX_BLOCK)
@@ -319,16 +325,21 @@ class DatabaseConsumer(Consumer):
             m, held = (f"SELECT id FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s AND "
                        f"task_id = %(t)s LIMIT 1 FOR UPDATE"), ""
         else:
+            # Not yet this consumer's, so ``gone`` (which must name the
+            # consumer to use its index) does not see it: acked or revoked,
+            # ``drop`` deletes it, else ``held`` makes it this consumer's.
             m = f"{OFFERED} FOR UPDATE SKIP LOCKED"
             held = (f"held AS (UPDATE {QUEUE} SET consumer = %(c)s WHERE NOT %(ack)s AND "
-                    f"id IN (SELECT id FROM run)), ")
+                    f"id IN (SELECT id FROM run)), "
+                    f"drop AS (DELETE FROM {QUEUE} WHERE id IN (SELECT m.id FROM m, r WHERE "
+                    f"%(ack)s OR r.revoked)), ")
         found = b._sql(
             f"WITH m AS MATERIALIZED ({m}), "
             f"r AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM {REVOCATION} WHERE prefix = %(p)s "
             f"AND task_id = %(t)s) AS revoked), "
             f"run AS MATERIALIZED (SELECT m.id FROM m, r WHERE NOT r.revoked), "
-            f"gone AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND ((consumer = %(c)s AND "
-            f"task_id = ANY(%(acks)s)) OR id IN (SELECT m.id FROM m, r WHERE %(ack)s OR "
+            f"gone AS (DELETE FROM {QUEUE} WHERE prefix = %(p)s AND consumer = %(c)s AND "
+            f"(task_id = ANY(%(acks)s) OR id IN (SELECT m.id FROM m, r WHERE %(ack)s OR "
             f"r.revoked))), {held}"
             f"mark AS (UPDATE {CONSUMER} SET running_task = %(t)s, running_message = "
             f"(SELECT id FROM run), redeliver = %(rd)s WHERE prefix = %(p)s AND name = %(c)s "

@@ -290,13 +290,46 @@ class PgListener:
         params = connections[broker.alias].get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
+        self.alias, self.channels = broker.alias, list(channels)
+        self.lock = threading.Lock()
         try:
             self.conn = psycopg.connect(**params, autocommit=True)
-            for channel in channels:
-                self.conn.execute(f'LISTEN "{channel}"')
         except psycopg.Error as exc:
             raise BrokerError(f"could not LISTEN on {broker.alias!r}: {exc}") from exc
-        self.lock = threading.Lock()
+        self.listening = False
+        self.listen()
+
+    def listen(self) -> None:
+        """LISTEN on the channels (again, after ``unlisten``)."""
+        self._execute(*[f'LISTEN "{channel}"' for channel in self.channels])
+        self.listening = True
+
+    def unlisten(self) -> None:
+        """Stop receiving notices until ``listen``. A listener that is not
+        read falls behind: once its socket is full, its PostgreSQL backend
+        waits, holding a snapshot, which keeps VACUUM and the pruning of
+        the queue table's dead rows from advancing (docs/brokers.md,
+        "Waking"). The notices read on the way are dropped, not kept in
+        psycopg's backlog: they name messages a claim finds anyway."""
+        def drop(notice: Any) -> None:
+            pass
+
+        self.conn.add_notify_handler(drop)
+        try:
+            self._execute("UNLISTEN *")
+        finally:
+            self.conn.remove_notify_handler(drop)
+        self.listening = False
+
+    def _execute(self, *statements: str) -> None:
+        import psycopg
+
+        with self.lock:
+            try:
+                for statement in statements:
+                    self.conn.execute(statement)
+            except psycopg.Error as exc:
+                raise BrokerError(f"could not LISTEN on {self.alias!r}: {exc}") from exc
 
     def wait(self, timeout: float, wanted: Any) -> bool:
         """True once a notice whose payload ``wanted(payload)`` accepts arrives."""
