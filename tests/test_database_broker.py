@@ -250,6 +250,15 @@ def held_by() -> list[str]:
     return list(QueuedMessage.objects.values_list("consumer", flat=True))
 
 
+def offered_to(taker):  # type: ignore[no-untyped-def]
+    """Wait with ``taker``, send one task, and return the delivery its fetch
+    handed over."""
+    waiting = Waiting(taker).started()
+    tasks.add.delay(1, 2)
+    [delivery] = waiting.result()
+    return delivery
+
+
 @on_postgresql
 def test_a_waiting_consumer_is_offered_the_message_and_its_start_takes_it(db_broker, consumer):
     taker = consumer("offer/1")
@@ -268,9 +277,7 @@ def test_a_waiting_consumer_is_offered_the_message_and_its_start_takes_it(db_bro
 @on_postgresql
 def test_an_acks_late_start_of_an_offer_holds_it_as_a_fetched_message(db_broker, consumer):
     taker = consumer("offer/1")
-    waiting = Waiting(taker).started()
-    tasks.add.delay(1, 2)
-    [delivery] = waiting.result()
+    delivery = offered_to(taker)
     assert taker.start(delivery.id, ack=False) is Started.RUN
     assert held_by() == ["offer/1"]
     reaped = taker.release()  # it dies running it: redelivered, as a fetched one would be
@@ -295,9 +302,7 @@ def test_of_two_consumers_offered_one_message_only_one_starts_it(db_broker, cons
 @on_postgresql
 def test_an_offer_another_consumer_took_is_not_dead_lettered_here(db_broker, consumer):
     offered = consumer("offer/1")
-    waiting = Waiting(offered).started()
-    tasks.add.delay(1, 2)
-    [delivery] = waiting.result()
+    delivery = offered_to(offered)
     [claimed] = consumer("offer/2").fetch(1, 0)
     assert claimed.id == delivery.id and not claimed.offered
     offered.dead_letter(delivery, "judged here, held there")
@@ -308,9 +313,7 @@ def test_an_offer_another_consumer_took_is_not_dead_lettered_here(db_broker, con
 @on_postgresql
 def test_an_offer_deferred_is_taken_and_put_off(db_broker, consumer):
     taker = consumer("offer/1")
-    waiting = Waiting(taker).started()
-    tasks.add.delay(1, 2)
-    [delivery] = waiting.result()
+    delivery = offered_to(taker)
     eta = db_broker.clock() + 60
     taker.defer(delivery.id, eta)
     row = QueuedMessage.objects.get()
@@ -321,9 +324,7 @@ def test_an_offer_deferred_is_taken_and_put_off(db_broker, consumer):
 @on_postgresql
 def test_an_offer_is_taken_by_whatever_this_consumer_does_with_it_first(db_broker, consumer):
     taker = consumer("offer/1")
-    waiting = Waiting(taker).started()
-    tasks.add.delay(1, 2)
-    [delivery] = waiting.result()
+    delivery = offered_to(taker)
     taker.dead_letter(delivery, "bad in some way")
     [letter] = db_broker.dead_letters()
     assert (letter.id, letter.reason) == (delivery.id, "bad in some way")
@@ -333,9 +334,7 @@ def test_an_offer_is_taken_by_whatever_this_consumer_does_with_it_first(db_broke
 @on_postgresql
 def test_an_offer_that_is_no_longer_ready_is_not_taken(db_broker, consumer):
     taker = consumer("offer/1")
-    waiting = Waiting(taker).started()
-    tasks.add.delay(1, 2)
-    [delivery] = waiting.result()
+    delivery = offered_to(taker)
     # Meanwhile another consumer took it and put it off (a rate limit, say).
     other = consumer("offer/2")
     other.fetch(1, 0)
@@ -429,3 +428,17 @@ def test_a_busy_consumer_stops_listening_so_its_backend_holds_back_no_vacuum(
     result = tasks.add.delay(1, 2)
     [delivery] = waiting.result()
     assert (delivery.id, delivery.offered) == (result.id, True)
+
+
+@on_postgresql
+def test_a_busy_consumer_whose_listener_failed_still_hands_over_what_it_claimed(
+        db_broker, consumer):
+    taker = consumer("offer/1")
+    Waiting(taker, timeout=0.2).started().result()  # idle once: it LISTENs
+    taker._wake.conn.close()  # the LISTEN connection is gone: the UNLISTEN fails
+    result = tasks.add.delay(1, 2)
+    [delivery] = taker.fetch(1, 0)
+    assert delivery.id == result.id and held_by() == ["offer/1"]
+    assert taker._wake is None  # closed: the next waiting fetch opens a new one
+    delivery = offered_to(taker)
+    assert delivery.offered

@@ -3,9 +3,10 @@ giving back one executor's messages (docs/brokers.md, "Claiming")."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connections
 
@@ -32,6 +33,8 @@ from .tables import (
 
 if TYPE_CHECKING:
     from .database import DatabaseBroker
+
+T = TypeVar("T")
 
 # Bytes of body an offer carries at most: PostgreSQL refuses a NOTIFY
 # payload of 8000 bytes or more, and the ids and queue name come with it.
@@ -90,7 +93,7 @@ class DatabaseConsumer(Consumer):
             if self._wake is None:
                 self._wake = b._listener(b.channel)
             elif not self._wake.listening:
-                self._wake.listen()
+                self._on_listener(self._wake.listen)
             if self._wake is not None:
                 # Notices that came while this consumer was busy name
                 # messages the claim below finds anyway: drop them, so no
@@ -100,8 +103,12 @@ class DatabaseConsumer(Consumer):
             got = self._claim(count, ordered)
             remaining = deadline - time.monotonic()
             if got and timeout == 0 and self._wake is not None and self._wake.listening:
-                # Busy with a backlog: its notices would pile up unread.
-                self._wake.unlisten()
+                # Busy with a backlog: its notices would pile up unread. If
+                # the listener failed, it is closed instead (the next waiting
+                # fetch opens one): either way nothing holds back VACUUM, and
+                # what the claim took is handed over, never left held.
+                with contextlib.suppress(BrokerError):
+                    self._on_listener(self._wake.unlisten)
             if got or remaining <= 0:
                 return got
             wait = min(remaining, MAX_BLOCK)
@@ -119,12 +126,20 @@ class DatabaseConsumer(Consumer):
                 time.sleep(min(wait, b.poll_interval))
 
     def _listen(self, timeout: float) -> list[str]:
+        wake = self._wake
+        assert wake is not None
+        return self._on_listener(lambda: wake.payloads(timeout))
+
+    def _on_listener(self, call: Callable[[], T]) -> T:
+        """``call()``, a call on the LISTEN connection; if it fails, the
+        connection is closed and forgotten, so the next waiting fetch opens
+        a new one (and LISTENs before it looks), and ``BrokerError`` raised."""
         assert self._wake is not None
         try:
-            return self._wake.payloads(timeout)
+            return call()
         except BrokerError:
             self._wake.close()
-            self._wake = None  # LISTEN again at the next waiting fetch, before looking
+            self._wake = None
             raise
 
     def _offer(self, payloads: list[str]) -> Delivery | None:

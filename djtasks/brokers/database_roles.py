@@ -297,7 +297,11 @@ class PgListener:
         except psycopg.Error as exc:
             raise BrokerError(f"could not LISTEN on {broker.alias!r}: {exc}") from exc
         self.listening = False
-        self.listen()
+        try:
+            self.listen()
+        except BrokerError:
+            self.close()
+            raise
 
     def listen(self) -> None:
         """LISTEN on the channels (again, after ``unlisten``)."""
