@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from djtasks import AsyncResult, revoke, states
 from djtasks.brokers import Started, get_broker
 from djtasks.brokers.database import DatabaseBroker
+from djtasks.exceptions import BrokerError
 from djtasks.message import Message
 from djtasks.models import QueuedMessage, TaskResult
 from tests.app import tasks
@@ -442,3 +443,54 @@ def test_a_busy_consumer_whose_listener_failed_still_hands_over_what_it_claimed(
     assert taker._wake is None  # closed: the next waiting fetch opens a new one
     delivery = offered_to(taker)
     assert delivery.offered
+
+
+# -- prepared statements (PostgreSQL) -------------------------------------------
+
+
+def prepared() -> list[str]:
+    """The statements prepared on this test's connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+@on_postgresql
+def test_on_postgresql_the_brokers_statements_are_prepared_and_djangos_are_not(db_broker):
+    for _ in range(6):  # psycopg prepares a statement on its sixth run
+        tasks.add.delay(1, 2)
+        assert TaskResult.objects.filter(status=states.PENDING).count() > 0
+    statements = prepared()
+    assert [s for s in statements if s.startswith("WITH r AS (INSERT INTO")], statements
+    assert not [s for s in statements if "COUNT(*)" in s], statements  # the ORM's own
+    assert messages() == 6
+
+
+@on_postgresql
+def test_prepare_threshold_none_in_the_database_options_turns_them_off(db_broker):
+    options = connection.settings_dict["OPTIONS"]
+    connection.close()
+    options["prepare_threshold"] = None
+    try:
+        for _ in range(8):
+            tasks.add.delay(1, 2)
+        assert connection.connection.prepare_threshold is None
+        assert prepared() == []
+    finally:
+        del options["prepare_threshold"]
+        connection.close()
+    assert messages() == 8
+
+
+@on_postgresql
+def test_a_prepared_statement_a_pooler_lost_is_a_broker_error_that_says_what_to_set(
+        db_broker):
+    for _ in range(6):
+        tasks.add.delay(1, 2)
+    # A transaction-mode pooler runs the next statement on another server
+    # connection: there, the statement psycopg prepared does not exist.
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+    with pytest.raises(BrokerError, match=r"prepare_threshold'\] = None"):
+        tasks.add.delay(1, 2)
+    connection.close()
+    assert messages() == 6

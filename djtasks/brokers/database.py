@@ -234,7 +234,7 @@ class DatabaseBroker(DatabaseRoles):
         return {q: counts.get(q, 0) for q in queues}
 
     def ping(self) -> None:
-        with self._errors(), connections[self.alias].cursor() as cursor:
+        with self._errors(), self._cursor() as cursor:
             cursor.execute("SELECT 1")
 
     def close(self) -> None:

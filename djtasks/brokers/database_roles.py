@@ -15,6 +15,8 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import Exists, OuterRef
 
 from ..exceptions import BrokerError
+from ..sql import cursor as sql_cursor
+from ..sql import pooler_hint
 from . import envelope_priority
 from .base import (
     Broker,
@@ -57,7 +59,8 @@ class DatabaseRoles(Broker):
         try:
             yield
         except DatabaseError as exc:
-            raise BrokerError(f"the database {self.alias!r} refused: {exc}") from exc
+            raise BrokerError(f"the database {self.alias!r} refused: {exc}"
+                              f"{pooler_hint(exc)}") from exc
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -87,19 +90,24 @@ class DatabaseRoles(Broker):
         """Run one statement on the broker's connection; its rows, if any.
         The hot paths (publish, claim, start, ack) are plain SQL: building
         querysets cost more than the statements themselves."""
-        with connections[self.alias].cursor() as cursor:
+        with self._cursor() as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
 
     def _count(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        with connections[self.alias].cursor() as cursor:
+        with self._cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
+    def _cursor(self) -> Any:
+        """A cursor on the broker's connection (``djtasks.sql.cursor``: on
+        PostgreSQL, its statements are prepared)."""
+        return sql_cursor(self.alias)
+
     def _notify(self, channel: str, payload: str = "") -> None:
         if self.vendor == "postgresql":
-            with connections[self.alias].cursor() as cursor:
+            with self._cursor() as cursor:
                 cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
 
     def _listener(self, *channels: str) -> PgListener | None:
