@@ -10,7 +10,6 @@ from django.utils import timezone
 
 from . import states
 from .message import Message, utc_datetime
-from .sql import cursor as sql_cursor
 
 
 def exception_type(exc: BaseException) -> str:
@@ -162,7 +161,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         if connection.vendor not in ("postgresql", "sqlite") or not rows:
             return connection.vendor in ("postgresql", "sqlite")
         sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed)
-        with sql_cursor(self.db) as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
         return True
 

@@ -494,3 +494,12 @@ def test_a_prepared_statement_a_pooler_lost_is_a_broker_error_that_says_what_to_
         tasks.add.delay(1, 2)
     connection.close()
     assert messages() == 6
+
+
+@on_postgresql
+def test_a_pending_row_out_of_range_for_its_column_is_refused_not_stored_cut(db_broker):
+    message = tasks.add.build_message([1, 2], {})
+    message.retries = 2**40  # 0 once cut to the column's 32 bits
+    with pytest.raises(BrokerError, match="out of range"):
+        db_broker.publish_with_rows([(message, b"{}")], [message])
+    assert not TaskResult.objects.filter(task_id=message.id).exists() and messages() == 0
