@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from . import states
 from .message import Message, utc_datetime
+from .sql import cursor as sql_cursor
 
 
 def exception_type(exc: BaseException) -> str:
@@ -161,7 +162,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         if connection.vendor not in ("postgresql", "sqlite") or not rows:
             return connection.vendor in ("postgresql", "sqlite")
         sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed)
-        with connection.cursor() as cursor:
+        with sql_cursor(self.db) as cursor:  # prepared on PostgreSQL
             cursor.execute(sql, params)
         return True
 
@@ -171,8 +172,13 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         connection = connections[self.db]
         sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
                                          only_if_allowed)
-        return sql, [prep(getattr(row, attname), connection)
-                     for row in rows for attname, prep in prepare]
+        # Django wraps integer fields' values in psycopg's Int2/Int4, which
+        # a cursor that binds on the server (djtasks.sql) sends in binary
+        # cut to their width: as plain ints, psycopg types them by value, and
+        # one out of range for its column is refused, as on Django's cursor.
+        return sql, [int(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                     for v in (prep(getattr(row, attname), connection)
+                               for row in rows for attname, prep in prepare)]
 
     def move_to(self, status: str, *, exc: BaseException | None = None,
                 worker: str | None = None) -> int:

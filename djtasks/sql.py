@@ -1,10 +1,6 @@
-"""The cursor the database broker's plain-SQL statements run on (publish,
-claim, start, ack; docs/brokers.md, "Prepared statements on PostgreSQL").
-
-The result rows' upserts (``TaskResult.objects.write``) stay on Django's
-own cursor: their parameters come from ``get_db_prep_save``, whose
-``Int4(...)`` a cursor that binds on the server sends in binary, cut to 32
-bits, so a value out of range would be stored wrong instead of refused."""
+"""The cursor djtasks' plain-SQL statements run on: the database broker's
+(publish, claim, start, ack) and the upserts of PENDING and result rows
+(docs/brokers.md, "Prepared statements on PostgreSQL")."""
 
 from __future__ import annotations
 

@@ -101,12 +101,6 @@ class DatabaseBroker(DatabaseRoles):
             # NOTIFY, so outside a transaction there is no BEGIN, no COMMIT
             # and no second statement, and it is still all or nothing.
             upsert, row_params = results.enqueued_sql(list(pending))
-            # Django wraps integer fields' values in psycopg's Int2/Int4,
-            # which a cursor that binds on the server (djtasks.sql) sends in
-            # binary, cut to their width: as plain ints an out-of-range
-            # value is refused, as on Django's own cursor, not stored wrapped.
-            row_params = [int(p) if isinstance(p, int) and not isinstance(p, bool) else p
-                          for p in row_params]
             insert, params = self._insert(items)
             notice, notice_params = self._notice(items)
             with self._errors(), transaction.mark_for_rollback_on_error(self.alias):
