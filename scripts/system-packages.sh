@@ -17,5 +17,15 @@ fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 echo "installing ${missing[*]}"
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+# Another apt (unattended upgrades at boot, a second make) may hold its
+# locks: wait for them (DPkg::Lock::Timeout), and try again if still taken.
+apt() {
+    for attempt in 1 2 3 4 5; do
+        $SUDO apt-get -o DPkg::Lock::Timeout=120 "$@" && return 0
+        echo "apt-get $1 failed (attempt $attempt of 5); trying again in 10 s" >&2
+        sleep 10
+    done
+    return 1
+}
+apt update -qq
+apt install -y -qq "${missing[@]}" >/dev/null
