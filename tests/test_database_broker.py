@@ -462,7 +462,7 @@ def test_on_postgresql_the_brokers_statements_are_prepared_and_djangos_are_not(d
         assert TaskResult.objects.filter(status=states.PENDING).count() > 0
     statements = prepared()
     assert [s for s in statements if s.startswith("WITH r AS (INSERT INTO")], statements
-    assert not [s for s in statements if "COUNT(*)" in s], statements  # the ORM's own
+    assert not [s for s in statements if '"__count"' in s], statements  # the ORM's count
     assert messages() == 6
 
 

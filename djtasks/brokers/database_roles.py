@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from django.db import DatabaseError, connections, transaction
@@ -343,15 +343,14 @@ class PgListener:
             except psycopg.Error as exc:
                 raise BrokerError(f"could not LISTEN on {self.alias!r}: {exc}") from exc
 
-    def wait(self, timeout: float, wanted: Any) -> bool:
-        """True once a notice whose payload ``wanted(payload)`` accepts arrives."""
+    def wait(self, timeout: float, wanted: Callable[[str], bool]) -> bool:
+        """True once a notice whose payload ``wanted(payload)`` accepts
+        arrives within ``timeout`` seconds. Raises ``BrokerError``."""
         deadline = time.monotonic() + timeout
-        with self.lock:
-            while (remaining := deadline - time.monotonic()) > 0:
-                for notice in self.conn.notifies(timeout=remaining, stop_after=1):
-                    if wanted(notice.payload):
-                        return True
-            return False
+        while (remaining := deadline - time.monotonic()) > 0:
+            if any(wanted(payload) for payload in self.payloads(remaining)):
+                return True
+        return False
 
     def payloads(self, timeout: float) -> list[str]:
         """The payloads of the first notices to arrive within ``timeout``
