@@ -132,3 +132,37 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(private_redis_serve
     broker.publish([msg(2)])  # the parent's connection still works
     assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0", "m1", "m2"]
     assert broker.client.client_id() == parent_id
+
+
+def test_a_woken_consumer_has_its_frame_in_the_wait_s_own_round_trip(broker, monkeypatch):
+    import threading
+
+    from redis.connection import Connection
+
+    consumer = broker.consumer("c/0.1", ["default"])
+    assert consumer.fetch(1, 0) == []  # connected, the script loaded: count from here
+    sent: list[bytes] = []
+    real = Connection.send_packed_command
+
+    def spy(self, command, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # the consumer's writes
+            sent.append(command if isinstance(command, bytes) else b"".join(command))
+        return real(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(Connection, "send_packed_command", spy)
+    publisher = threading.Timer(0.3, broker.publish, [[msg(0)]])
+    publisher.start()
+    try:
+        assert ids(consumer.fetch(1, timeout=5)) == ["m0"]
+    finally:
+        publisher.join()
+    # The empty fetch, then the BLPOP with the fetch behind it: one write each.
+    assert len(sent) == 2 and b"BLPOP" in sent[1] and b"EVALSHA" in sent[1]
+
+
+def test_an_eta_that_comes_due_during_the_wait_is_fetched_by_it(broker):
+    consumer = broker.consumer("c/0.1", ["default"])
+    broker.publish([msg(0, eta=time.time() + 0.3)])
+    started = time.monotonic()
+    assert ids(consumer.fetch(1, timeout=5)) == ["m0"]
+    assert time.monotonic() - started < 2  # the wait ends at the eta, not at its timeout

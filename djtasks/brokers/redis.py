@@ -171,21 +171,49 @@ class _HeldConnection:
             conn.disconnect()  # send_packed_command connects again
         return conn
 
-    def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """EVALSHA ``script``; ``keys`` and ``args`` are values and ``Packed`` runs."""
-        conn = self._connection()
+    def _packed_evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
         head = self._heads.get(script.sha)
         if head is None:
             head = self._heads[script.sha] = _bulk("EVALSHA") + _bulk(script.sha)
         nkeys, packed_keys = _flat(keys)
         nargs, packed_args = _flat(args)
-        packed = [b"*%d\r\n" % (3 + nkeys + nargs) + head + _bulk(nkeys) + packed_keys
-                  + packed_args]  # the chunks to send, as redis-py's pack_command gives
+        return (b"*%d\r\n" % (3 + nkeys + nargs) + head + _bulk(nkeys) + packed_keys
+                + packed_args)
+
+    def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """EVALSHA ``script``; ``keys`` and ``args`` are values and ``Packed`` runs."""
+        conn = self._connection()
+        packed = [self._packed_evalsha(script, keys, args)]
 
         def call() -> Any:
             conn.send_packed_command(packed)
             return conn.read_response()
 
+        return self._loaded(conn, script, call)
+
+    def evalsha_after_blpop(self, wake: Packed, timeout: float, script: Script,
+                            keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """BLPOP the keys of ``wake`` for up to ``timeout`` seconds, then
+        EVALSHA ``script``, both sent in one write; returns the script's
+        reply. Redis runs a client's commands in order, the next only once
+        a blocked one returns, so the script runs the moment a wake token
+        arrives (or the BLPOP times out): a woken consumer has its frames
+        without a round trip of its own."""
+        conn = self._connection()
+        nwake = len(wake.args)
+        blpop = b"*%d\r\n" % (nwake + 2) + _bulk("BLPOP") + wake.data + _bulk(timeout)
+        packed = [blpop, self._packed_evalsha(script, keys, args)]
+
+        def call() -> Any:
+            conn.send_packed_command(packed)
+            conn.read_response()  # the wake token, or None: only a hint, as ever
+            return conn.read_response()
+
+        return self._loaded(conn, script, call)
+
+    def _loaded(self, conn: Any, script: Script, call: Any) -> Any:
+        """``call()`` with the client's retry policy, once more after loading
+        ``script`` if the server did not have it."""
         try:
             return conn.retry.call_with_retry(call, lambda _: conn.disconnect())
         except NoScriptError:  # a restarted or flushed server: load it, as Script does
@@ -548,6 +576,7 @@ class RedisConsumer(Consumer):
         # per rotation of the queue order, on first use).
         b = broker
         self._wake_keys = [b.wake_key(q) for q in queues]
+        self._wake = Packed(self._wake_keys)
         self._start_keys = Packed([self.inflight_key, b.running_key, b.revoked_key,
                                    b.started_key(name), b.deaths_key])
         self._fetch_keys: dict[int, Packed] = {}
@@ -581,9 +610,19 @@ class RedisConsumer(Consumer):
             wait = min(timeout, MAX_BLOCK)
             if next_eta is not None:
                 wait = min(wait, max(float(next_eta) - now, 0.001))
-            b._call(b.client.blpop, self._wake_keys, timeout=max(wait, 0.001))
-            args[1] = b.clock()
-            frames, _, revoked = b._eval(b._fetch, keys, args)
+            wait = max(wait, 0.001)
+            if b._held is not None:
+                # The fetch rides behind the BLPOP, with the clock read before it:
+                # a woken executor has its frames in the BLPOP's own round trip.
+                frames, _, revoked = b._call(b._held.evalsha_after_blpop, self._wake, wait,
+                                             b._fetch, keys, args)
+            else:
+                b._call(b.client.blpop, self._wake_keys, timeout=wait)
+            if not frames and not revoked:
+                # Nothing yet, or only an eta that came due during the wait,
+                # which a fetch on the clock read now moves to its list.
+                args[1] = b.clock()
+                frames, _, revoked = b._eval(b._fetch, keys, args)
         return self._deliveries(frames, revoked)
 
     def _deliveries(self, frames: list[bytes], revoked: list[bytes]) -> list[Delivery]:
