@@ -72,9 +72,19 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         A ``task_id`` that has a row already (a reused id, as Celery allows)
         is taken over by the new run: every field is the new message's.
         Never raises ``IntegrityError``.
+
+        Outside a transaction on PostgreSQL, the row's commit does not wait
+        for the disk (``synchronous_commit`` off, for its own transaction
+        only): the publish that follows tells the caller the task exists,
+        and a row lost by a crash of PostgreSQL is made again by the
+        worker's first write (docs/delivery.md, "How a task is enqueued").
         """
         row = self.model.from_message(message, states.PENDING)
-        if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False):
+        connection = connections[self.db]
+        relaxed = (connection.vendor == "postgresql" and connection.get_autocommit()
+                   and not connection.in_atomic_block)
+        if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False,
+                            relaxed=relaxed):
             self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 
@@ -152,26 +162,29 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         return {}
 
     def _upsert(self, rows: list[TaskResult], update: list[str], *,
-                only_if_allowed: bool) -> bool:
+                only_if_allowed: bool, relaxed: bool = False) -> bool:
         """One INSERT ... ON CONFLICT (task_id) DO UPDATE of ``update``, with
-        ``states.may_follow`` as its WHERE if ``only_if_allowed``. Returns
+        ``states.may_follow`` as its WHERE if ``only_if_allowed``; with
+        ``relaxed`` (PostgreSQL, outside a transaction only) its commit does
+        not wait for the disk. Returns
         False (and writes nothing) where the database has no such statement
         (MySQL, MariaDB). Plain SQL: bulk_create's own work was most of the
         cost of a PENDING row and of a result batch."""
         connection = connections[self.db]
         if connection.vendor not in ("postgresql", "sqlite") or not rows:
             return connection.vendor in ("postgresql", "sqlite")
-        sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed)
+        sql, params = self._upsert_sql(rows, update, only_if_allowed=only_if_allowed,
+                                       relaxed=relaxed)
         with sql_cursor(self.db) as cursor:  # prepared on PostgreSQL
             cursor.execute(sql, params)
         return True
 
     def _upsert_sql(self, rows: list[TaskResult], update: list[str], *,
-                    only_if_allowed: bool) -> tuple[str, list[Any]]:
+                    only_if_allowed: bool, relaxed: bool = False) -> tuple[str, list[Any]]:
         """``_upsert``'s statement: its SQL and parameters."""
         connection = connections[self.db]
         sql, prepare = _upsert_statement(self.model, connection, len(rows), tuple(update),
-                                         only_if_allowed)
+                                         only_if_allowed, relaxed)
         # Django wraps integer fields' values in psycopg's Int2/Int4, which
         # a cursor that binds on the server (djtasks.sql) sends in binary
         # cut to their width: as plain ints, psycopg types them by value, and
@@ -211,10 +224,10 @@ _UPSERTS: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
 
 
 def _upsert_statement(model: type[models.Model], connection: Any, n: int,
-                      update: tuple[str, ...], only_if_allowed: bool
+                      update: tuple[str, ...], only_if_allowed: bool, relaxed: bool = False
                       ) -> tuple[str, list[tuple[str, Any]]]:
     """``TaskResultQuerySet._upsert``'s statement for ``n`` rows, built once."""
-    key = (model, connection.vendor, n, update, only_if_allowed)
+    key = (model, connection.vendor, n, update, only_if_allowed, relaxed)
     if (found := _UPSERTS.get(key)) is not None:
         return found
     meta = model._meta
@@ -228,6 +241,13 @@ def _upsert_statement(model: type[models.Model], connection: Any, n: int,
     sql = (f"INSERT INTO {quote(meta.db_table)} AS t ({columns}) VALUES "
            f"{', '.join([one] * n)} ON CONFLICT ({quote('task_id')}) DO UPDATE SET "
            f"{sets}{where}")
+    if relaxed:
+        # set_config(..., true) holds for this statement's own transaction;
+        # an unreferenced CTE would not run, so RETURNING reads it (every
+        # row is inserted or updated: there is no WHERE).
+        assert connection.vendor == "postgresql" and not only_if_allowed
+        sql = (f"WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', "
+               f"'off', true) AS off) {sql} RETURNING (SELECT off FROM relaxed)")
     built = (sql, [(f.attname, f.get_db_prep_save) for f in fields])
     if len(_UPSERTS) < 256:  # result batches vary in size: keep the common ones
         _UPSERTS[key] = built

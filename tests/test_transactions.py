@@ -228,3 +228,37 @@ def test_a_publish_signal_receiver_that_raises_leaves_no_row_behind(broker):
     finally:
         signals.before_task_publish.disconnect(refuse)
     assert TaskResult.objects.count() == 0  # the caller got the error: no task exists
+
+
+def test_outside_a_transaction_the_pending_row_commits_without_waiting_for_the_disk(broker):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    # A deferred trigger runs at the commit, and notes the setting that commit obeys.
+    table = TaskResult._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE seen_commit (task_id text, synchronous_commit text)")
+        cursor.execute(
+            "CREATE FUNCTION seen_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO seen_commit VALUES (NEW.task_id, current_setting('synchronous_commit'));"
+            " RETURN NULL; END $$")
+        cursor.execute(f"CREATE CONSTRAINT TRIGGER seen_commit AFTER INSERT ON {table} "
+                       "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION seen_commit()")
+    try:
+        outside = tasks.add.delay(1, 2)
+        with transaction.atomic():
+            inside = tasks.add.delay(3, 4)  # the caller's transaction: its setting stays its own
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT task_id, synchronous_commit FROM seen_commit")
+            seen = dict(cursor.fetchall())
+            cursor.execute("SHOW synchronous_commit")
+            [(session,)] = cursor.fetchall()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER seen_commit ON {table}")
+            cursor.execute("DROP FUNCTION seen_commit()")
+            cursor.execute("DROP TABLE seen_commit")
+    assert seen == {outside.id: "off", inside.id: "on"}
+    assert session == "on"  # the connection's own setting is untouched
+    assert TaskResult.objects.get(task_id=outside.id).status == states.PENDING
