@@ -503,3 +503,24 @@ def test_a_pending_row_out_of_range_for_its_column_is_refused_not_stored_cut(db_
     with pytest.raises(BrokerError, match="out of range"):
         db_broker.publish_with_rows([(message, b"{}")], [message])
     assert not TaskResult.objects.filter(task_id=message.id).exists() and messages() == 0
+
+
+@on_postgresql
+def test_an_offer_whose_start_reply_was_lost_runs_when_asked_again(db_broker, consumer):
+    from django.db import OperationalError
+
+    taker = consumer("offer/1")
+    delivery = offered_to(taker)
+    lost = []
+
+    def lose_the_reply(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)  # it ran, and committed
+        if not lost and sql.startswith("WITH m AS"):
+            lost.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    with connection.execute_wrapper(lose_the_reply), pytest.raises(BrokerError):
+        taker.start(delivery.id, ack=True)
+    assert lost and messages() == 0  # acked by that start: at most once
+    assert taker.start(delivery.id, ack=True) is Started.RUN  # the executor asks again

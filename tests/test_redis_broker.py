@@ -6,6 +6,7 @@ import pytest
 
 from djtasks.brokers import make_broker
 from djtasks.brokers.base import Fate, Started
+from djtasks.exceptions import BrokerError
 from djtasks.message import Message
 
 pytestmark = pytest.mark.usefixtures("redis_client")
@@ -166,3 +167,40 @@ def test_an_eta_that_comes_due_during_the_wait_is_fetched_by_it(broker):
     started = time.monotonic()
     assert ids(consumer.fetch(1, timeout=5)) == ["m0"]
     assert time.monotonic() - started < 2  # the wait ends at the eta, not at its timeout
+
+
+def test_a_start_whose_reply_was_lost_is_asked_again_and_runs(broker, monkeypatch):
+    from redis.connection import Connection
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    broker.publish([msg(0)])
+    consumer = broker.consumer("c/0.1", ["default"])
+    assert ids(consumer.fetch(1, 0)) == ["m0"]
+    real = Connection.read_response
+    lost = []
+
+    def read_response(self, *args, **kwargs):
+        reply = real(self, *args, **kwargs)  # the start has run on the server
+        if not lost:
+            lost.append(reply)
+            self.disconnect()
+            raise RedisConnectionError("the reply was lost")
+        return reply
+
+    monkeypatch.setattr(Connection, "read_response", read_response)
+    with pytest.raises(BrokerError):
+        consumer.start("m0", ack=True)  # the executor waits, then asks again
+    assert lost == [1]  # it ran: at most once, so the task was acked then
+    # Asked again, the start finds the marker the first one wrote.
+    assert consumer.start("m0", ack=True) is Started.RUN
+    assert broker.client.hget(broker.inflight_key("c/0.1"), "m0") is None
+    assert broker.client.hget(broker.running_key, "c/0.1").startswith(b"m0\n")
+
+
+def test_a_start_after_the_lease_ran_out_is_lost_even_if_it_started_before(broker):
+    broker.publish([msg(0)])
+    consumer = broker.consumer("c/0.1", ["default"])
+    consumer.fetch(1, 0)
+    assert consumer.start("m0", ack=True) is Started.RUN
+    consumer.release()  # as a reaper does: its marker goes too
+    assert consumer.start("m0", ack=True) is Started.LOST

@@ -314,7 +314,7 @@ class DatabaseConsumer(Consumer):
                        f"({marks(gone) if gone else 'NULL'}))",
                        [b.prefix, self.name, *acks, *gone])
             if pk is None:
-                return Started.LOST
+                return Started.RUN if self._started_here(task_id) else Started.LOST
             if revoked:
                 return Started.REVOKED
             marker = [task_id, pk, redeliver, b.prefix, self.name]
@@ -361,11 +361,16 @@ class DatabaseConsumer(Consumer):
             f"AND EXISTS (SELECT 1 FROM run) RETURNING 1), "
             f"track AS (INSERT INTO {STARTED} (prefix, consumer, task_id) SELECT %(p)s, %(c)s, "
             f"%(t)s FROM run WHERE %(track)s) "
-            f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark)",
+            f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark), "
+            # The marker as it was before this statement: this start asked again?
+            f"EXISTS (SELECT 1 FROM {CONSUMER} WHERE prefix = %(p)s AND name = %(c)s AND "
+            f"running_task = %(t)s AND running_message = COALESCE(%(row)s, running_message))",
             {"p": b.prefix, "c": self.name, "t": task_id, "acks": acks, "ack": ack,
              "rd": redeliver, "track": track, "row": offer, "now": b.clock()})
-        pk, revoked, marked = found[0]
+        pk, revoked, marked, again = found[0]
         if pk is None:
+            if again:
+                return Started.RUN  # see _started_here
             if offer is not None:
                 self._gone.add(task_id)
             return Started.LOST
@@ -376,6 +381,15 @@ class DatabaseConsumer(Consumer):
                    f"name) VALUES (%s, %s, %s, %s, %s)", [task_id, pk, redeliver, b.prefix,
                                                          self.name])
         return Started.RUN
+
+    def _started_here(self, task_id: str) -> bool:
+        """Whether this consumer's marker names ``task_id``: a start that
+        committed and whose reply was lost, asked again by the executor. Only
+        this consumer removes the messages it holds, but for a reaper, which
+        deletes its marker too, so the marker means that very start."""
+        b = self.broker
+        return bool(b._sql(f"SELECT 1 FROM {CONSUMER} WHERE prefix = %s AND name = %s AND "
+                           f"running_task = %s", [b.prefix, self.name, task_id]))
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         ids, settled = list(ids), list(settled)

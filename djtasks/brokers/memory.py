@@ -410,7 +410,11 @@ class MemoryConsumer(Consumer):
         with b._cond:
             self._forget(acks)
             if (frame := b._inflight.get(self.name, {}).get(task_id)) is None:
-                return Started.LOST
+                # Started already by this very consumer (a start asked again):
+                # its marker is gone only if a reaper released it.
+                running = b._running.get(self.name)
+                return Started.RUN if running is not None and running.id == task_id \
+                    else Started.LOST
             if task_id in b._revoked:
                 self._forget([task_id])
                 return Started.REVOKED

@@ -571,3 +571,24 @@ def test_what_was_published_is_remembered_a_day_past_a_scheduled_tasks_eta(broke
     clock.t += 1.5 * DAY  # past a day after it was created, before its eta
     broker.reap()
     assert broker.published([m]) == {"far"}  # the outbox will not publish it again
+
+
+def test_a_start_asked_again_by_the_consumer_that_started_it_runs_it(broker):
+    """A start whose reply was lost is asked again by the executor: the task
+    it acked then is still this consumer's to run, not LOST."""
+    broker.publish([msg(0)])
+    consumer = broker.consumer("c/0.1", ["default"])
+    consumer.fetch(1, 0)
+    assert consumer.start("m0", ack=True) is Started.RUN
+    assert broker.consumer("c/0.1", ["default"]).start("m0", ack=True) is Started.RUN
+    released = broker.consumer("c/0.1", ["default"]).release()
+    assert (released.running, released.fate, released.requeued) == ("m0", Fate.ACKED, [])
+    assert broker.queue_depths(["default"]) == {"default": 0}  # run once, here
+
+
+def test_another_consumers_start_is_not_taken_for_ones_own(broker):
+    broker.publish([msg(0)])
+    first = broker.consumer("c/0.1", ["default"])
+    first.fetch(1, 0)
+    assert first.start("m0", ack=True) is Started.RUN
+    assert broker.consumer("c/1.1", ["default"]).start("m0", ack=True) is Started.LOST

@@ -12,13 +12,21 @@
 -- the running frame from a later one with the same id (a retry).
 -- Returns 1 to run it, 0 if it was revoked (it is then acked), -1 if this
 -- consumer no longer holds it (its lease ran out and it was given back).
+-- A start asked again after its reply was lost (acked then, so no longer
+-- held) finds the marker it wrote, naming the task: 1 again. Only this
+-- consumer removes what it holds, but for a reaper, which also clears its
+-- marker, so that marker means this very start.
 local function ack(id)
   redis.call('HDEL', KEYS[1], id)
   redis.call('HDEL', KEYS[5], id)
 end
 for i = 6, #ARGV do ack(ARGV[i]) end
 local frame = redis.call('HGET', KEYS[1], ARGV[2])
-if not frame then return -1 end
+if not frame then
+  local marker = redis.call('HGET', KEYS[2], ARGV[1])
+  if marker and string.sub(marker, 1, #ARGV[2] + 1) == ARGV[2] .. '\n' then return 1 end
+  return -1
+end
 if redis.call('ZSCORE', KEYS[3], ARGV[2]) then
   ack(ARGV[2])
   return 0
