@@ -34,6 +34,9 @@ class _Sync:
 
 
 _STOP = object()
+# A queued row: the row, the message id to ack late once it is stored (or
+# None), and its workflow's FollowUp (djtasks/workflow.py) or None.
+Item = tuple[TaskResult, "str | None", Any]
 
 
 class ResultWriter:
@@ -52,17 +55,15 @@ class ResultWriter:
         self.interval = interval
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._then: dict[int, Any] = {}  # id(row) -> its workflow's FollowUp
         self._thread = threading.Thread(target=self._run, name=f"djtasks-results-{consumer.name}",
                                         daemon=True)
         self._thread.start()
 
     def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
         """Queue ``row``; ``then`` (a workflow's ``FollowUp``, djtasks/workflow.py)
-        runs once the row is stored, before ``late_ack`` is acked."""
-        if then is not None:
-            self._then[id(row)] = then
-        self._queue.put((row, late_ack))
+        runs once the row is stored, before ``late_ack`` is acked. It travels
+        with the row: a batch that fails leaves nothing behind for a later row."""
+        self._queue.put((row, late_ack, then))
 
     def sync(self, timeout: float = 60.0) -> bool:
         """Wait (up to ``timeout`` seconds) until what was added is written."""
@@ -86,7 +87,7 @@ class ResultWriter:
         first row) and write it. Returns False once told to stop."""
         item = self._queue.get()
         deadline = time.monotonic() + self.interval
-        batch: list[tuple[TaskResult, str | None]] = []
+        batch: list[Item] = []
         markers: list[_Sync] = []
         stop = False
         while True:
@@ -115,19 +116,17 @@ class ResultWriter:
     def _close_old_connections(self) -> None:
         close_old_connections()
 
-    def _write_one_by_one(
-        self, batch: list[tuple[TaskResult, str | None]]
-    ) -> list[tuple[TaskResult, str | None]]:
+    def _write_one_by_one(self, batch: list[Item]) -> list[Item]:
         """After a failed batch: store each row alone, so one bad row cannot
         lose the others. A row the database refuses becomes a FAILURE saying
         why. Returns the rows stored (their late acks may go out); a row
         that cannot be stored at all (the database is down) is not acked, so
         its acks_late message runs again if this consumer dies."""
         stored = []
-        for row, ack in batch:
+        for row, ack, then in batch:
             try:
                 TaskResult.objects.write([row])
-                stored.append((row, ack))
+                stored.append((row, ack, then))
                 continue
             except DatabaseError as exc:
                 self._close_old_connections()
@@ -136,24 +135,24 @@ class ResultWriter:
             fallback = row.refused(error)
             try:
                 TaskResult.objects.write([fallback])
-                stored.append((fallback, ack))
+                stored.append((fallback, ack, then))
             except DatabaseError:
                 self._close_old_connections()
         return stored
 
-    def _write(self, batch: list[tuple[TaskResult, str | None]]) -> None:
+    def _write(self, batch: list[Item]) -> None:
         if not batch:
             return
-        rows = [row for row, _ in batch]
         self._close_old_connections()
+        follow_ups = [then for _, _, then in batch if then is not None]
         try:
-            TaskResult.objects.write(rows)  # rows that came too late are dropped
+            TaskResult.objects.write([row for row, _, _ in batch])  # too late ones are dropped
         except DatabaseError:
             self._close_old_connections()
             batch = self._write_one_by_one(batch)
-        self._follow_up(rows)
-        acks = [ack for _, ack in batch if ack is not None]
-        stored = [r for r, _ in batch]
+        self._follow_up(follow_ups)
+        acks = [ack for _, ack, _ in batch if ack is not None]
+        stored = [r for r, _, _ in batch]
         done = [r.task_id for r in stored if r.status in states.READY_STATES]
         # An attempt is settled once its last row (RETRY or ready) is stored:
         # a dead executor's reaper then has nothing of it to settle.
@@ -169,14 +168,14 @@ class ResultWriter:
             logger.error("could not ack/notify after storing results: %s", exc)
 
 
-    def _follow_up(self, rows: list[TaskResult]) -> None:
+    def _follow_up(self, follow_ups: list[Any]) -> None:
         """Run the follow-ups of the rows just written, together (whether
         stored or refused as late: a rerun's follow-ups are claimed, so run once)."""
-        if not self._then:
+        if not follow_ups:
             return
         from ..workflow import run_all
 
-        run_all([f for f in (self._then.pop(id(row), None) for row in rows) if f is not None])
+        run_all(follow_ups)
 
 
 class InlineResultWriter(ResultWriter):
@@ -188,12 +187,9 @@ class InlineResultWriter(ResultWriter):
     def __init__(self, broker: Broker, consumer: Consumer) -> None:
         self.broker = broker
         self.consumer = consumer
-        self._then = {}
 
     def add(self, row: TaskResult, late_ack: str | None = None, then: Any = None) -> None:
-        if then is not None:
-            self._then[id(row)] = then
-        self._write([(row, late_ack)])
+        self._write([(row, late_ack, then)])
 
     def sync(self, timeout: float = 60.0) -> bool:
         return True  # nothing waits
