@@ -262,10 +262,27 @@ def _after_publish_all(outs: list[Outgoing]) -> None:
         _after_publish(out)
 
 
-def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
+def prepare_each(items: Sequence[tuple[Task, Message]]
+                 ) -> tuple[list[tuple[Task, Outgoing]], list[tuple[Message, TaskArgumentError]]]:
+    """``prepare`` each of a worker's follow-ups on its own: those that can
+    be sent, and those that cannot, each with its ``TaskArgumentError``
+    (the result it would carry is over ``MAX_MESSAGE_BYTES``, say), so one
+    of them cannot stop the others."""
+    ready: list[tuple[Task, Outgoing]] = []
+    refused: list[tuple[Message, TaskArgumentError]] = []
+    for task, message in items:
+        try:
+            ready.append((task, prepare(task, message)))
+        except TaskArgumentError as exc:
+            refused.append((message, exc))
+    return ready, refused
+
+
+def follow(items: Sequence[tuple[Task, Outgoing]]) -> list[str]:
     """Enqueue a worker's follow-ups of a finished task (links, errbacks, a
     chain's next task, a chord's callback), whose ids the workflow fixed
-    when it was applied; return the ids enqueued now.
+    when it was applied, prepared by ``prepare_each``; return the ids
+    enqueued now.
 
     A follow-up whose row exists already was enqueued before (by an earlier
     run of the same task, or by another member of the same chord) and is
@@ -275,19 +292,16 @@ def follow(items: Sequence[tuple[Task, Message]]) -> list[str]:
     outbox publishes it from its row. Follow-ups of tasks with
     ``ignore_result`` have no row to claim; the Redis broker's idempotent
     publish (same id and ``created``) keeps them single. Raises
-    ``TaskArgumentError`` or ``BrokerError``.
+    ``BrokerError``.
     """
     if not items:
         return []
-    outs = [prepare(task, message) for task, message in items]
     using = router.db_for_write(TaskResult)
     broker = get_broker()
-    tracked = [o.message for (t, m), o in zip(items, outs, strict=True)
-               if not t.result_ignored(m)]
+    tracked = [o.message for t, o in items if not t.result_ignored(o.message)]
     with transaction.atomic(using=using):
         claimed = TaskResult.objects.using(using).claim(tracked)
-        todo = [o for (t, m), o in zip(items, outs, strict=True)
-                if t.result_ignored(m) or o.message.id in claimed]
+        todo = [o for t, o in items if t.result_ignored(o.message) or o.message.id in claimed]
         if broker.atomic_with == using:
             _publish_batched(todo)
             return [o.message.id for o in todo]

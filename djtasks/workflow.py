@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.db import router
+
 from . import codec, enqueue, states
 from .brokers import get_broker
 from .canvas import Signature, signature
@@ -28,6 +30,7 @@ from .plan import Lineage, attach_rest, from_wire, message_for, plan, tasks_in
 from .request import Request
 
 if TYPE_CHECKING:
+    from .exceptions import TaskArgumentError
     from .execute import Outcome
     from .message import Message
     from .task import Task
@@ -123,7 +126,7 @@ def run_all(follow_ups: list[FollowUp]) -> None:
             logger.exception("could not enqueue the workflow follow-ups of task %s",
                              f.message.id)
     try:
-        enqueue.follow(_unique(items))
+        _follow(_unique(items))
     except Exception:
         logger.exception("could not enqueue the workflow follow-ups of %d task(s)",
                          len(follow_ups))
@@ -169,6 +172,35 @@ def _succeeded(message: Message, value: Any) -> list[tuple[Task, Message]]:
     return items
 
 
+def _follow(items: list[tuple[Task, Message]]) -> list[str]:
+    """``enqueue.follow`` for the follow-ups that can be sent; each one that
+    cannot fails as a task that raised would (``_refused``)."""
+    ready, refused = enqueue.prepare_each(items)
+    if refused:
+        _refused(refused)
+    return enqueue.follow(ready)
+
+
+def _refused(refused: list[tuple[Message, TaskArgumentError]]) -> None:
+    """Follow-ups that cannot be sent (``enqueue.prepare_each``): each one's
+    row is FAILURE with its error, and what it stops (the rest of its
+    chain, its chord) fails with it and calls its errbacks, once: only the
+    ones whose row is claimed here."""
+    for message, exc in refused:
+        logger.error("follow-up %s[%s] not sent: %s", message.task, message.id, exc)
+    rows = TaskResult.objects.using(router.db_for_write(TaskResult))
+    claimed = rows.claim([message for message, _ in refused])
+    now = time.time()
+    rows.write([TaskResult.from_message(message, states.FAILURE, exception=exc, finished=now)
+                for message, exc in refused if message.id in claimed])
+    for message, exc in refused:
+        if message.id in claimed:
+            try:
+                _failed(message, exc, "")
+            except Exception:
+                logger.exception("could not fail the workflow of follow-up %s", message.id)
+
+
 def _chord_members_done(members: list[Message]) -> None:
     """Record members of one chord as done; enqueue its callback if that completed it."""
     state = members[0].options["chord"]
@@ -179,7 +211,7 @@ def _chord_members_done(members: list[Message]) -> None:
     results = chord_results(state["id"], state["size"])
     body = from_wire(state["body"])
     root = members[0].root_id or members[0].id
-    enqueued = enqueue.follow(plan(body, [results], Lineage(state["id"], root,
+    enqueued = _follow(plan(body, [results], Lineage(state["id"], root,
                                                              state["created"])))
     if enqueued:
         logger.info("chord %s: all %d members done, callback %s enqueued", state["id"],
@@ -215,7 +247,7 @@ def _failed(message: Message, exc: BaseException, traceback: str) -> None:
     try:
         _fail_stopped(stopped, exc, traceback, lineage)
     finally:  # the errbacks go whatever became of those rows
-        enqueue.follow(_unique(items))
+        _follow(_unique(items))
     if state is not None:
         get_broker().forget_chord(state["id"])
         logger.info("chord %s failed: member %s raised %r", state["id"], message.id, exc)

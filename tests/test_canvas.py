@@ -305,3 +305,20 @@ def test_a_groups_and_a_chains_options_go_to_their_tasks(burst):
     assert (rows[first.id].queue, rows[first.id].priority) == ("reports", 7)
     assert rows[second.id].queue == "other"
     assert rows[last.parent.id].queue == "reports"
+
+
+def test_a_follow_up_too_big_to_send_fails_alone_and_spares_the_other_chains(burst, settings):
+    big = (tasks.add.s("a" * 700, "b" * 700) | tasks.add.s("c") | tasks.add.s("d")).delay()
+    small = (tasks.add.s(1, 2) | tasks.add.s(3)).delay()
+    # Sent before the limit shrank: the next step of `big` is over it, `small`'s is not.
+    settings.DJTASKS = {**settings.DJTASKS, "MAX_MESSAGE_BYTES": 1200}
+    drain(burst)
+    assert small.get(timeout=5) == 6
+    assert big.parent.parent.get(timeout=5) == "a" * 700 + "b" * 700
+    refused = TaskResult.objects.get(task_id=big.parent.id)
+    assert refused.status == states.FAILURE
+    assert refused.exception_type.endswith("TaskArgumentError")
+    assert "MAX_MESSAGE_BYTES" in refused.exception_message
+    # The rest of its chain will not run: waiting on it raises, not hangs.
+    with pytest.raises(djtasks.exceptions.TaskArgumentError):
+        big.get(timeout=5)
