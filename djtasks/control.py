@@ -22,7 +22,9 @@ from .brokers.base import Held
 from .conf import get_settings
 from .exceptions import TaskRevokedError
 from .models import TaskResult
+from .outbox import message_from_row
 from .registry import registry
+from .workflow import after_revoked, run_all
 
 BATCH = 500  # task ids per UPDATE ... WHERE task_id IN (...)
 
@@ -163,19 +165,25 @@ def purge(broker: Broker, queue: str) -> PurgeResult:
     ``get()`` that waits on them. Follows Celery's ``purge``, which also
     cannot be undone. Raises ``BrokerError``, or ``DatabaseError`` if the
     rows cannot be written after the broker's purge (the messages are gone
-    then; ``revoke`` the ids it names to settle their rows)."""
+    then; ``revoke`` the ids it names to settle their rows). A purged chord
+    member ends its chord FAILURE, as a revoked one does when a worker
+    drops it (else the callback would wait for ever)."""
     ids = broker.purge(queue)
     unique = list(dict.fromkeys(ids))
     exc = TaskRevokedError(f"purged from queue {queue!r}")
     revoked = 0
+    members = []  # the chord members among them: their rows carry the chord
     try:
         for i in range(0, len(unique), BATCH):
-            revoked += TaskResult.objects.filter(task_id__in=unique[i:i + BATCH]).waiting(
-                ).move_to(states.REVOKED, exc=exc)
+            waiting = TaskResult.objects.filter(task_id__in=unique[i:i + BATCH]).waiting()
+            members += [row for row in waiting if "chord" in row.options]
+            revoked += waiting.move_to(states.REVOKED, exc=exc)
     except DatabaseError as error:
         raise DatabaseError(f"purged {len(ids)} message(s) from {queue!r} but could not "
                             f"revoke their rows ({error}); revoke them by id: "
                             f"{' '.join(unique)}") from error
     if unique:
         broker.notify_done(unique)
+    run_all([f for f in (after_revoked(message_from_row(row), exc) for row in members)
+             if f is not None])
     return PurgeResult(queue, ids, revoked)

@@ -263,3 +263,14 @@ def test_queues_lists_the_queues_of_live_workers(any_broker):
 
 def test_queues_given_by_name_are_listed_too(any_broker):
     assert "adhoc: 0" in djtasks("queues", "adhoc")
+
+
+def test_purging_a_chords_members_ends_the_chord_so_its_callback_does_not_wait(any_broker):
+    from djtasks import chord
+
+    result = chord(add.s(i, i) for i in range(3))(add.s(100))
+    assert "purged 3 message(s)" in djtasks("purge", "default", "--yes")
+    # A revoked member ends its chord FAILURE: the callback's get() raises.
+    with pytest.raises(TaskRevokedError, match="purged from queue 'default'"):
+        result.get(timeout=5)
+    assert TaskResult.objects.get(task_id=result.id).status == states.FAILURE
