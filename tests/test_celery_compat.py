@@ -220,3 +220,24 @@ def test_the_fast_argument_check_agrees_with_signature_bind(args, kwargs, ok):
     else:
         with pytest.raises(TypeError, match="bound_two"):
             ct.bound_two.check_arguments(args, kwargs)
+
+
+def test_a_broker_error_after_a_task_ran_does_not_run_it_again(burst, monkeypatch):
+    from redis.client import Pipeline
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    real = Pipeline.execute
+    failed = []
+
+    def execute(self, *args, **kwargs):
+        if not failed and any("dead" in str(args) for args, _ in self.command_stack):
+            failed.append(True)
+            raise RedisConnectionError("Redis went away while dead-lettering")
+        return real(self, *args, **kwargs)
+
+    c = _counter()
+    ct.reject_me.delay(c, False)  # at most once: acked when it started
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    burst()
+    assert failed  # the error came after the run, on its way out
+    assert count(c) == 1  # the executor did not start it again once Redis was back

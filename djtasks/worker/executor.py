@@ -109,6 +109,7 @@ class Executor(IgnoredRuns):
         self._backlog: list[Delivery] = []  # fetched, not yet handled
         self.tasks_run = 0  # by this executor (the slot counts across replacements)
         self._current: str | None = None  # id of the task running now
+        self._started: str | None = None  # id of the last task started (it ran, or runs)
         self._limit_warned: set[str] = set()
         self._soft_limits = False  # decided in run(), by the thread that runs the tasks
         self._connections_checked = -RECHECK  # time.monotonic() of the last close_old_connections
@@ -182,6 +183,11 @@ class Executor(IgnoredRuns):
             try:
                 self.handle(delivery)
             except BrokerError:
+                # Handled again after the outage unless it started: a start
+                # asked again runs it (its first reply may be lost), but a
+                # task that started must not run twice.
+                if self._started == delivery.id:
+                    self._backlog.pop(0)
                 raise
             except Exception as exc:
                 # A bug or a surprise in handling must not loop: requeued, the
@@ -193,6 +199,7 @@ class Executor(IgnoredRuns):
     def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end (or dead-letter it)."""
         assert self.results is not None
+        self._started = None
         try:
             message = Message.decode(delivery.body)
         except MessageError as exc:
@@ -252,6 +259,7 @@ class Executor(IgnoredRuns):
         except BrokerError:
             self._acks = acks + self._acks  # not sent: keep them for the next round trip
             raise
+        self._started = message.id if started is Started.RUN else None
         if started is Started.REVOKED:
             self._revoked(task, message, "revoked", acked=True)
             return

@@ -67,14 +67,17 @@ class IgnoredRuns:
         self._reported = None
         if isinstance(exc, Reject) and exc.requeue:
             logger.info("task %s[%s] rejected and requeued: %s", message.task, message.id, exc)
-            # This run is over (settled, acked) before its copy is published,
-            # so this run's ack cannot take the copy, which has the same id. A
-            # new ``created`` makes it a new message to the broker's dedupe.
+            # This run is acked before its copy is published, so its ack
+            # cannot take the copy, which has the same id; it is settled only
+            # after, so a worker that dies in between leaves its row to the
+            # reaper (FAILURE, WorkerLostError) instead of STARTED for ever.
+            # A new ``created`` makes the copy a new message to the broker's dedupe.
             self.results.sync()
             acks, self._acks = self._acks + ([late_ack] if late_ack else []), []
-            self.consumer.ack(acks, settled=[message.id])
+            self.consumer.ack(acks)
             again = replace(message, created=time.time())
             self._publish_retry(message, enqueue.prepare(task, again))
+            self.consumer.ack([], settled=[message.id])
             return
         row = None
         if isinstance(exc, Reject):
