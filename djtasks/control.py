@@ -175,9 +175,12 @@ def purge(broker: Broker, queue: str) -> PurgeResult:
     members = []  # the chord members among them: their rows carry the chord
     try:
         for i in range(0, len(unique), BATCH):
-            waiting = TaskResult.objects.filter(task_id__in=unique[i:i + BATCH]).waiting()
-            members += [row for row in waiting if "chord" in row.options]
-            revoked += waiting.move_to(states.REVOKED, exc=exc)
+            rows = TaskResult.objects.filter(task_id__in=unique[i:i + BATCH])
+            # Revoked and not yet dropped by a worker counts too: none will now.
+            members += [row for row in rows.filter(status__in=[states.PENDING, states.RETRY,
+                                                               states.REVOKED])
+                        if "chord" in row.options]
+            revoked += rows.waiting().move_to(states.REVOKED, exc=exc)
     except DatabaseError as error:
         raise DatabaseError(f"purged {len(ids)} message(s) from {queue!r} but could not "
                             f"revoke their rows ({error}); revoke them by id: "

@@ -82,7 +82,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         row = self.model.from_message(message, states.PENDING)
         connection = connections[self.db]
         relaxed = (connection.vendor == "postgresql" and connection.get_autocommit()
-                   and not connection.in_atomic_block)
+                   and not connection.in_atomic_block and _idle(connection))
         if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False,
                             relaxed=relaxed):
             self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
@@ -221,6 +221,14 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
 # (attname, get_db_prep_save)): the statement's text is the same on every
 # call, and quoting it again was a third of a PENDING row's CPU.
 _UPSERTS: dict[tuple[Any, ...], tuple[str, list[tuple[str, Any]]]] = {}
+
+
+def _idle(connection: Any) -> bool:
+    """Whether the driver has no transaction open (psycopg 3 and 2 both
+    say 0, IDLE): one begun behind Django's back (a raw ``BEGIN``) would
+    be the caller's, and a relaxed commit would be its commit."""
+    info = getattr(connection.connection, "info", None)
+    return info is not None and info.transaction_status == 0
 
 
 def _upsert_statement(model: type[models.Model], connection: Any, n: int,

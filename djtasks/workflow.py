@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from django.db import router
+from django.db import router, transaction
 
 from . import codec, enqueue, states
 from .brokers import get_broker
@@ -176,9 +176,15 @@ def _follow(items: list[tuple[Task, Message]]) -> list[str]:
     """``enqueue.follow`` for the follow-ups that can be sent; each one that
     cannot fails as a task that raised would (``_refused``)."""
     ready, refused = enqueue.prepare_each(items)
-    if refused:
-        _refused(refused)
-    return enqueue.follow(ready)
+    try:
+        return enqueue.follow(ready)
+    finally:  # the others go first, whatever becomes of these
+        if refused:
+            try:
+                _refused(refused)
+            except Exception:
+                logger.exception("could not record %d follow-up(s) that could not be sent",
+                                 len(refused))
 
 
 def _refused(refused: list[tuple[Message, TaskArgumentError]]) -> None:
@@ -188,11 +194,14 @@ def _refused(refused: list[tuple[Message, TaskArgumentError]]) -> None:
     ones whose row is claimed here."""
     for message, exc in refused:
         logger.error("follow-up %s[%s] not sent: %s", message.task, message.id, exc)
-    rows = TaskResult.objects.using(router.db_for_write(TaskResult))
-    claimed = rows.claim([message for message, _ in refused])
+    using = router.db_for_write(TaskResult)
+    rows = TaskResult.objects.using(using)
     now = time.time()
-    rows.write([TaskResult.from_message(message, states.FAILURE, exception=exc, finished=now)
-                for message, exc in refused if message.id in claimed])
+    with transaction.atomic(using=using):  # never a claimed row left PENDING
+        claimed = rows.claim([message for message, _ in refused])
+        rows.write([TaskResult.from_message(message, states.FAILURE, exception=exc,
+                                            finished=now)
+                    for message, exc in refused if message.id in claimed])
     for message, exc in refused:
         if message.id in claimed:
             try:

@@ -274,3 +274,14 @@ def test_purging_a_chords_members_ends_the_chord_so_its_callback_does_not_wait(a
     with pytest.raises(TaskRevokedError, match="purged from queue 'default'"):
         result.get(timeout=5)
     assert TaskResult.objects.get(task_id=result.id).status == states.FAILURE
+
+
+def test_purging_a_revoked_chord_member_still_ends_its_chord(any_broker):
+    from djtasks import chord, revoke
+
+    result = chord(add.s(i, i) for i in range(2))(add.s(100))
+    for member in result.parent.results:
+        revoke(member.id)  # REVOKED, still queued: a worker would drop it and end the chord
+    djtasks("purge", "default", "--yes")
+    with pytest.raises(TaskRevokedError):
+        result.get(timeout=5)

@@ -521,6 +521,7 @@ def test_an_offer_whose_start_reply_was_lost_runs_when_asked_again(db_broker, co
         return result
 
     with connection.execute_wrapper(lose_the_reply), pytest.raises(BrokerError):
-        taker.start(delivery.id, ack=True)
+        taker.start(delivery.id, ack=True, token=delivery.token)
     assert lost and messages() == 0  # acked by that start: at most once
-    assert taker.start(delivery.id, ack=True) is Started.RUN  # the executor asks again
+    # The executor asks again, with the same delivery.
+    assert taker.start(delivery.id, ack=True, token=delivery.token) is Started.RUN

@@ -175,7 +175,7 @@ def test_a_start_whose_reply_was_lost_is_asked_again_and_runs(broker, monkeypatc
 
     broker.publish([msg(0)])
     consumer = broker.consumer("c/0.1", ["default"])
-    assert ids(consumer.fetch(1, 0)) == ["m0"]
+    [delivery] = consumer.fetch(1, 0)
     real = Connection.read_response
     lost = []
 
@@ -189,10 +189,10 @@ def test_a_start_whose_reply_was_lost_is_asked_again_and_runs(broker, monkeypatc
 
     monkeypatch.setattr(Connection, "read_response", read_response)
     with pytest.raises(BrokerError):
-        consumer.start("m0", ack=True)  # the executor waits, then asks again
+        consumer.start("m0", ack=True, token=delivery.token)  # the executor waits, asks again
     assert lost == [1]  # it ran: at most once, so the task was acked then
-    # Asked again, the start finds the marker the first one wrote.
-    assert consumer.start("m0", ack=True) is Started.RUN
+    # Asked again, the start finds the marker the first one wrote, of this frame.
+    assert consumer.start("m0", ack=True, token=delivery.token) is Started.RUN
     assert broker.client.hget(broker.inflight_key("c/0.1"), "m0") is None
     assert broker.client.hget(broker.running_key, "c/0.1").startswith(b"m0\n")
 
@@ -200,7 +200,7 @@ def test_a_start_whose_reply_was_lost_is_asked_again_and_runs(broker, monkeypatc
 def test_a_start_after_the_lease_ran_out_is_lost_even_if_it_started_before(broker):
     broker.publish([msg(0)])
     consumer = broker.consumer("c/0.1", ["default"])
-    consumer.fetch(1, 0)
-    assert consumer.start("m0", ack=True) is Started.RUN
+    [delivery] = consumer.fetch(1, 0)
+    assert consumer.start("m0", ack=True, token=delivery.token) is Started.RUN
     consumer.release()  # as a reaper does: its marker goes too
-    assert consumer.start("m0", ack=True) is Started.LOST
+    assert consumer.start("m0", ack=True, token=delivery.token) is Started.LOST

@@ -262,3 +262,19 @@ def test_outside_a_transaction_the_pending_row_commits_without_waiting_for_the_d
     assert seen == {outside.id: "off", inside.id: "on"}
     assert session == "on"  # the connection's own setting is untouched
     assert TaskResult.objects.get(task_id=outside.id).status == states.PENDING
+
+
+def test_a_transaction_begun_behind_djangos_back_keeps_its_synchronous_commit(broker):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")  # Django still thinks it is in autocommit
+        try:
+            tasks.add.delay(1, 2)
+            cursor.execute("SHOW synchronous_commit")
+            [(setting,)] = cursor.fetchall()
+        finally:
+            cursor.execute("ROLLBACK")
+    assert setting == "on"  # the caller's commit would still wait for the disk

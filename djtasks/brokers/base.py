@@ -45,6 +45,9 @@ class Delivery:
     PostgreSQL hands over the message a wake-up notice carried): the
     consumer's first call about it takes it, and finds whether another
     consumer took it first (``Consumer.hold``).
+    ``token`` names this very message to its broker (the sha1 of its frame
+    on Redis, its row's id on a database): a start asked again with it
+    after its reply was lost knows its own start by it (``Consumer.start``).
     """
 
     id: str
@@ -52,6 +55,7 @@ class Delivery:
     body: bytes
     revoked: bool = False
     offered: bool = False
+    token: str = ""
 
 
 @dataclass(slots=True)
@@ -130,7 +134,7 @@ class Consumer(ABC):
 
     @abstractmethod
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+              acks: Iterable[str] = (), token: str = "") -> Started:
         """Record that this consumer starts ``task_id`` (a fetched message),
         in one round trip (one transaction on a database) with acking the
         other ``acks``.
@@ -140,10 +144,13 @@ class Consumer(ABC):
         it (``reject_on_worker_lost=False``). ``track`` keeps the task among
         this consumer's unsettled ones until ``ack(settled=[task_id])``, so a
         dead consumer's lost results are reported (``Reaped.unsettled``).
+        ``token`` (``Delivery.token``): a start asked again after its reply
+        was lost, the message acked by it, is ``Started.RUN`` again if this
+        consumer's running marker names this very message; without it, LOST.
         """
 
     def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
-                        track: bool = True, acks: Iterable[str] = ()
+                        track: bool = True, acks: Iterable[str] = (), token: str = ""
                         ) -> tuple[Started, list[Delivery]]:
         """``start(task_id, ...)`` and, where the broker can do it in the
         same round trip (``fetches_with_start``: Redis), ``fetch(count, 0)``:
@@ -154,7 +161,8 @@ class Consumer(ABC):
         before the run would only delay the task by a round trip; the
         executor fetches after the run instead.
         """
-        return self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks), []
+        return self.start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks,
+                          token=token), []
 
     def hold(self, delivery: Delivery) -> bool:
         """Take ``delivery`` if it is only offered (``Delivery.offered``):

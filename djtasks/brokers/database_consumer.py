@@ -154,7 +154,7 @@ class DatabaseConsumer(Consumer):
         if queue not in self.queues:
             return None
         self._offers[task_id] = pk
-        return Delivery(task_id, queue, body, offered=True)
+        return Delivery(task_id, queue, body, offered=True, token=str(pk))
 
     def hold(self, delivery: Delivery) -> bool:
         if not delivery.offered:
@@ -215,8 +215,9 @@ class DatabaseConsumer(Consumer):
                     gone = [t for t in take if t[1] in revoked]
                     b._sql(f"DELETE FROM {QUEUE} WHERE id IN ({marks(gone)})",
                            [pk for pk, _, _ in gone])
-                for _, task_id, body in take:
-                    out.append(Delivery(task_id, queue, body, revoked=task_id in revoked))
+                for pk, task_id, body in take:
+                    out.append(Delivery(task_id, queue, body, revoked=task_id in revoked,
+                                        token=str(pk)))
                 count -= len(take) - len(revoked)
         return sorted(out, key=lambda d: d.revoked)  # the revoked ones last
 
@@ -260,7 +261,7 @@ class DatabaseConsumer(Consumer):
                     gone.append(pk)
                 else:
                     count -= 1
-                out.append(Delivery(task_id, queue, bytes(body), revoked=revoked))
+                out.append(Delivery(task_id, queue, bytes(body), revoked=revoked, token=str(pk)))
             if twins:
                 b._sql(f"UPDATE {QUEUE} SET consumer = '' WHERE id IN ({marks(twins)})", twins)
             if gone:
@@ -289,14 +290,15 @@ class DatabaseConsumer(Consumer):
                       f"AND id IN ({marks(locked)})", [self.name, *locked])
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+              acks: Iterable[str] = (), token: str = "") -> Started:
         b = self.broker
         acks = list(acks)
+        mine = int(token) if token.isdigit() else None  # the message row this start is of
         if b.vendor == "postgresql":
             offer = self._offers.pop(task_id, None)
             try:
                 with b._errors():
-                    return self._start_pg(task_id, ack, redeliver, track, acks, offer)
+                    return self._start_pg(task_id, ack, redeliver, track, acks, offer, mine)
             except BrokerError:
                 if offer is not None:  # started or not: asked again, it finds out
                     self._offers[task_id] = offer
@@ -314,7 +316,7 @@ class DatabaseConsumer(Consumer):
                        f"({marks(gone) if gone else 'NULL'}))",
                        [b.prefix, self.name, *acks, *gone])
             if pk is None:
-                return Started.RUN if self._started_here(task_id) else Started.LOST
+                return Started.RUN if self._started_here(task_id, mine) else Started.LOST
             if revoked:
                 return Started.REVOKED
             marker = [task_id, pk, redeliver, b.prefix, self.name]
@@ -328,7 +330,7 @@ class DatabaseConsumer(Consumer):
         return Started.RUN
 
     def _start_pg(self, task_id: str, ack: bool, redeliver: bool, track: bool,
-                  acks: list[str], offer: int | None) -> Started:
+                  acks: list[str], offer: int | None, mine: int | None) -> Started:
         """``start`` on PostgreSQL: one statement, so one round trip and its
         own transaction. The message row is locked first, so a reaper that
         is giving this consumer's messages back is waited for, and then the
@@ -364,9 +366,9 @@ class DatabaseConsumer(Consumer):
             f"SELECT (SELECT id FROM m), (SELECT revoked FROM r), (SELECT COUNT(*) FROM mark), "
             # The marker as it was before this statement: this start asked again?
             f"EXISTS (SELECT 1 FROM {CONSUMER} WHERE prefix = %(p)s AND name = %(c)s AND "
-            f"running_task = %(t)s AND running_message = COALESCE(%(row)s, running_message))",
+            f"running_task = %(t)s AND running_message = %(mine)s)",
             {"p": b.prefix, "c": self.name, "t": task_id, "acks": acks, "ack": ack,
-             "rd": redeliver, "track": track, "row": offer, "now": b.clock()})
+             "rd": redeliver, "track": track, "row": offer, "now": b.clock(), "mine": mine})
         pk, revoked, marked, again = found[0]
         if pk is None:
             if again:
@@ -382,14 +384,16 @@ class DatabaseConsumer(Consumer):
                                                          self.name])
         return Started.RUN
 
-    def _started_here(self, task_id: str) -> bool:
-        """Whether this consumer's marker names ``task_id``: a start that
-        committed and whose reply was lost, asked again by the executor. Only
-        this consumer removes the messages it holds, but for a reaper, which
-        deletes its marker too, so the marker means that very start."""
+    def _started_here(self, task_id: str, mine: int | None) -> bool:
+        """Whether this consumer's marker names ``task_id`` in its message row
+        ``mine`` (``Delivery.token``): a start that committed and whose reply
+        was lost, asked again by the executor. A reaper deletes the marker."""
+        if mine is None:
+            return False
         b = self.broker
         return bool(b._sql(f"SELECT 1 FROM {CONSUMER} WHERE prefix = %s AND name = %s AND "
-                           f"running_task = %s", [b.prefix, self.name, task_id]))
+                           f"running_task = %s AND running_message = %s",
+                           [b.prefix, self.name, task_id, mine]))
 
     def ack(self, ids: Iterable[str], *, settled: Iterable[str] = ()) -> None:
         ids, settled = list(ids), list(settled)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..message import Message
@@ -61,6 +61,9 @@ def discard_shared_broker(url: str, key_prefix: str) -> None:
         broker.reset()
 
 
+_FRAMES = itertools.count(1)  # numbers each frame: its Delivery.token
+
+
 @dataclass(eq=False, slots=True)
 class _Frame:
     """One published message. Compared by identity: a retry with the same
@@ -70,6 +73,8 @@ class _Frame:
     queue: str
     priority: int
     body: bytes
+    # Its Delivery.token: which frame a start asked again had started.
+    seq: int = field(default_factory=lambda: next(_FRAMES))
 
 
 @dataclass(slots=True)
@@ -400,21 +405,22 @@ class MemoryConsumer(Consumer):
                         lst.append(frame)
                     else:
                         inflight[frame.id] = frame
-                        out.append(Delivery(frame.id, queue, frame.body))
+                        out.append(Delivery(frame.id, queue, frame.body, token=str(frame.seq)))
                         count -= 1
         return out + revoked
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+              acks: Iterable[str] = (), token: str = "") -> Started:
         b = self.broker
         with b._cond:
             self._forget(acks)
             if (frame := b._inflight.get(self.name, {}).get(task_id)) is None:
-                # Started already by this very consumer (a start asked again):
-                # its marker is gone only if a reaper released it.
+                # Started already, this very frame, by this consumer (a start
+                # asked again): its marker is gone only if a reaper released it.
                 running = b._running.get(self.name)
-                return Started.RUN if running is not None and running.id == task_id \
-                    else Started.LOST
+                mine = (running is not None and running.id == task_id and token != ""
+                        and str(running.frame.seq) == token)
+                return Started.RUN if mine else Started.LOST
             if task_id in b._revoked:
                 self._forget([task_id])
                 return Started.REVOKED

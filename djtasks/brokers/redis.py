@@ -29,6 +29,7 @@ by the scripts without decoding the JSON body.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -206,7 +207,11 @@ class _HeldConnection:
 
         def call() -> Any:
             conn.send_packed_command(packed)
-            conn.read_response()  # the wake token, or None: only a hint, as ever
+            try:
+                conn.read_response()  # the wake token, or None: only a hint, as ever
+            except BaseException:
+                conn.disconnect()  # the fetch's reply would be read by the next command
+                raise
             return conn.read_response()
 
         return self._loaded(conn, script, call)
@@ -633,27 +638,29 @@ class RedisConsumer(Consumer):
         # fetch.lua let through only printable-ASCII ids and our own list keys.
         head, list_key, body = frame.split(b"\n", 2)
         queue = list_key.decode("utf-8", "replace")[len(self.broker.prefix) + 2:-2]
-        return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked)
+        # The token is the sha1 that start.lua writes into the running marker.
+        return Delivery(id=head.decode("ascii"), queue=queue, body=body, revoked=revoked,
+                        token="" if revoked else hashlib.sha1(frame).hexdigest())
 
     def _start_args(self, task_id: str, ack: bool, redeliver: bool, track: bool,
-                    acks: Iterable[str]) -> tuple[list[Any], int]:
+                    acks: Iterable[str], token: str) -> tuple[list[Any], int]:
         """start.lua's arguments (its keys are ``_start_keys``) and how many they are."""
         flags = _START_FLAGS[bool(redeliver), bool(ack), bool(track)]
-        args = [self._name, task_id, flags, *acks]
+        args = [self._name, task_id, flags, token, *acks]
         return args, len(args) + 2  # the flags are three
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
+              acks: Iterable[str] = (), token: str = "") -> Started:
         b = self.broker
-        args, _ = self._start_args(task_id, ack, redeliver, track, acks)
+        args, _ = self._start_args(task_id, ack, redeliver, track, acks, token)
         return _STARTED[int(b._eval(b._start, [self._start_keys], args))]
 
     def start_and_fetch(self, task_id: str, count: int, *, ack: bool, redeliver: bool = True,
-                        track: bool = True, acks: Iterable[str] = ()
+                        track: bool = True, acks: Iterable[str] = (), token: str = ""
                         ) -> tuple[Started, list[Delivery]]:
         # One round trip: startfetch.lua runs start.lua, then fetch.lua.
         b = self.broker
-        start_args, nargs = self._start_args(task_id, ack, redeliver, track, acks)
+        start_args, nargs = self._start_args(task_id, ack, redeliver, track, acks, token)
         fetch_keys, fetch_args = self._fetch_call(count, b.clock())
         code, (frames, _, revoked) = b._eval(
             b._start_fetch, [self._start_keys, *fetch_keys],

@@ -251,11 +251,11 @@ class Executor(IgnoredRuns):
                 # never holding more than ``prefetch`` (this one included).
                 started, more = self.consumer.start_and_fetch(
                     message.id, self.prefetch - 1, ack=ack, redeliver=redeliver, track=store,
-                    acks=acks)
+                    acks=acks, token=delivery.token)
                 self._backlog.extend(more)
             else:
                 started = self.consumer.start(message.id, ack=ack, redeliver=redeliver,
-                                              track=store, acks=acks)
+                                              track=store, acks=acks, token=delivery.token)
         except BrokerError:
             self._acks = acks + self._acks  # not sent: keep them for the next round trip
             raise

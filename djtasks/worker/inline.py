@@ -108,8 +108,9 @@ class InlineConsumer(MemoryConsumer):
             self.clock.pinned = eta
 
     def start(self, task_id: str, *, ack: bool, redeliver: bool = True, track: bool = True,
-              acks: Iterable[str] = ()) -> Started:
-        started = super().start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks)
+              acks: Iterable[str] = (), token: str = "") -> Started:
+        started = super().start(task_id, ack=ack, redeliver=redeliver, track=track, acks=acks,
+                                token=token)
         if started is Started.RUN:
             self.ran.append(Message.decode(self._handed[task_id].body))
         return started

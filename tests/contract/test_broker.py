@@ -578,9 +578,12 @@ def test_a_start_asked_again_by_the_consumer_that_started_it_runs_it(broker):
     it acked then is still this consumer's to run, not LOST."""
     broker.publish([msg(0)])
     consumer = broker.consumer("c/0.1", ["default"])
-    consumer.fetch(1, 0)
-    assert consumer.start("m0", ack=True) is Started.RUN
-    assert broker.consumer("c/0.1", ["default"]).start("m0", ack=True) is Started.RUN
+    [delivery] = consumer.fetch(1, 0)
+    assert delivery.token
+    assert consumer.start("m0", ack=True, token=delivery.token) is Started.RUN
+    again = broker.consumer("c/0.1", ["default"])
+    assert again.start("m0", ack=True, token=delivery.token) is Started.RUN
+    assert again.start("m0", ack=True) is Started.LOST  # without its token: not known as its own
     released = broker.consumer("c/0.1", ["default"]).release()
     assert (released.running, released.fate, released.requeued) == ("m0", Fate.ACKED, [])
     assert broker.queue_depths(["default"]) == {"default": 0}  # run once, here
@@ -589,6 +592,39 @@ def test_a_start_asked_again_by_the_consumer_that_started_it_runs_it(broker):
 def test_another_consumers_start_is_not_taken_for_ones_own(broker):
     broker.publish([msg(0)])
     first = broker.consumer("c/0.1", ["default"])
-    first.fetch(1, 0)
-    assert first.start("m0", ack=True) is Started.RUN
-    assert broker.consumer("c/1.1", ["default"]).start("m0", ack=True) is Started.LOST
+    [delivery] = first.fetch(1, 0)
+    assert first.start("m0", ack=True, token=delivery.token) is Started.RUN
+    other = broker.consumer("c/1.1", ["default"])
+    assert other.start("m0", ack=True, token=delivery.token) is Started.LOST
+
+
+def _ran_then_fetched_its_retry(broker: Broker) -> Delivery:
+    """c/0.1 runs m0, then fetches its next attempt (the same id): its
+    running marker still names m0, an earlier frame."""
+    m, body = msg(0)
+    broker.publish([(m, body)])
+    consumer = broker.consumer("c/0.1", ["default"])
+    [first] = consumer.fetch(1, 0)
+    assert consumer.start("m0", ack=True, token=first.token) is Started.RUN
+    retry = m.next_attempt(args=None, kwargs=None, eta=None, now=time.time() + 1)
+    broker.publish([(retry, retry.encode())])
+    [second] = consumer.fetch(1, 0)
+    assert second.token != first.token
+    return second
+
+
+def test_a_retry_revoked_whose_refusal_was_lost_is_not_run_when_asked_again(broker):
+    second = _ran_then_fetched_its_retry(broker)
+    broker.revoke(["m0"])
+    consumer = broker.consumer("c/0.1", ["default"])
+    assert consumer.start("m0", ack=True, token=second.token) is Started.REVOKED
+    # Its reply lost, the start is asked again: the marker is the attempt before's.
+    assert consumer.start("m0", ack=True, token=second.token) is Started.LOST
+
+
+def test_a_retry_deferred_is_not_started_by_a_start_asked_again(broker):
+    second = _ran_then_fetched_its_retry(broker)
+    consumer = broker.consumer("c/0.1", ["default"])
+    consumer.defer("m0", broker.clock() + 60)  # a rate limit; its reply lost, say
+    assert consumer.start("m0", ack=True, token=second.token) is Started.LOST
+    assert broker.scheduled_count() == 1  # it runs at its eta, once
