@@ -177,9 +177,8 @@ def purge(broker: Broker, queue: str) -> PurgeResult:
         for i in range(0, len(unique), BATCH):
             rows = TaskResult.objects.filter(task_id__in=unique[i:i + BATCH])
             # Revoked and not yet dropped by a worker counts too: none will now.
-            members += [row for row in rows.filter(status__in=[states.PENDING, states.RETRY,
-                                                               states.REVOKED])
-                        if "chord" in row.options]
+            members += rows.filter(status__in=[states.PENDING, states.RETRY, states.REVOKED],
+                                   options__has_key="chord")
             revoked += rows.waiting().move_to(states.REVOKED, exc=exc)
     except DatabaseError as error:
         raise DatabaseError(f"purged {len(ids)} message(s) from {queue!r} but could not "
