@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from django.db import router, transaction
+from django.db import DatabaseError, router, transaction
 
 from . import signals, states
 from .brokers import get_broker
@@ -35,7 +35,7 @@ from .conf import get_settings
 from .exceptions import TaskArgumentError
 from .execute import Outcome, execute
 from .message import Message, dump_envelope
-from .models import TaskResult
+from .models import TaskResult, TaskResultQuerySet
 from .result import AsyncResult, EagerResult
 
 if TYPE_CHECKING:
@@ -196,7 +196,11 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
         transaction.on_commit(partial(_after_publish, out), using=using)
         return AsyncResult(message.id, task_name=message.task)
     if not task.result_ignored(message):
-        TaskResult.objects.using(using).enqueued(message)
+        rows = TaskResult.objects.using(using)
+        if not waits and rows.commits_alone():
+            _publish_beside_row(out, rows)
+            return AsyncResult(message.id, task_name=message.task)
+        rows.enqueued(message)
     if waits:
         _join_batch(out, using)
     else:
@@ -211,6 +215,38 @@ def enqueue(task: Task, message: Message, *, on_commit: bool | None,
     return AsyncResult(message.id, task_name=message.task)
 
 
+
+
+def _publish_beside_row(out: Outgoing, rows: TaskResultQuerySet) -> None:
+    """Publish ``out`` at once while its PENDING row is written, outside a
+    transaction on PostgreSQL: the message is sent first and the row
+    written while the broker takes it (``Broker.publish_begin``), so the
+    caller waits for the longer of the two round trips, not their sum.
+
+    The broker's reply is the caller's promise, as with the row's relaxed
+    commit (``TaskResultQuerySet.commits_alone``): if the broker refused,
+    the row is removed and the error raised; if only the row failed, the
+    task exists all the same, the error is logged and the worker's first
+    write makes the row. A worker that writes first keeps its row
+    (``enqueued`` does not take back a row of the same message).
+    """
+    message = out.message
+    _before_publish(out)
+    reply = get_broker().publish_begin([(message, out.body)])  # raises before any row
+    try:
+        rows.enqueued(message)
+    except DatabaseError as exc:
+        reply()  # the broker's error, if it refused too, is the caller's
+        logger.warning("task %s[%s] is published, but its PENDING row could not be written; "
+                       "the worker's first write makes it: %s", message.task, message.id, exc)
+        _after_publish(out)
+        return
+    try:
+        reply()
+        _after_publish(out)
+    except Exception:
+        rows.filter(task_id=message.id).delete()  # as enqueue(): no row claims a task
+        raise
 
 
 def _publish_batched(outgoing: Sequence[Outgoing]) -> None:

@@ -70,8 +70,11 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         """Write the caller's PENDING row of ``message``.
 
         A ``task_id`` that has a row already (a reused id, as Celery allows)
-        is taken over by the new run: every field is the new message's.
-        Never raises ``IntegrityError``.
+        is taken over by the new run: every field is the new message's. On
+        PostgreSQL and SQLite, a row the worker already wrote for this very
+        message (same ``created``: the message can reach a worker first,
+        see ``commits_alone``) is left as it is. Never raises
+        ``IntegrityError``.
 
         Outside a transaction on PostgreSQL, the row's commit does not wait
         for the disk (``synchronous_commit`` off, for its own transaction
@@ -80,13 +83,19 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         worker's first write (docs/delivery.md, "How a task is enqueued").
         """
         row = self.model.from_message(message, states.PENDING)
-        connection = connections[self.db]
-        relaxed = (connection.vendor == "postgresql" and connection.get_autocommit()
-                   and not connection.in_atomic_block and _idle(connection))
         if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False,
-                            relaxed=relaxed):
+                            relaxed=self.commits_alone()):
             self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
+
+    def commits_alone(self) -> bool:
+        """Whether a row written now is its own transaction on PostgreSQL:
+        autocommit, no ``atomic()`` block, and no transaction begun behind
+        Django's back. There ``enqueued`` does not wait for the disk, and
+        the enqueue door publishes while the row is written."""
+        connection = connections[self.db]
+        return (connection.vendor == "postgresql" and connection.get_autocommit()
+                and not connection.in_atomic_block and _idle(connection))
 
     def enqueued_many(self, messages: list[Message]) -> None:
         """``enqueued`` for many messages at once (a group's members): one
@@ -245,14 +254,23 @@ def _upsert_statement(model: type[models.Model], connection: Any, n: int,
     one = "(" + ", ".join(["%s"] * len(fields)) + ")"
     sets = ", ".join(f"{quote(meta.get_field(name).column)} = excluded."
                      f"{quote(meta.get_field(name).column)}" for name in update)
-    where = f" WHERE {states.may_follow_sql('t', 'excluded')}" if only_if_allowed else ""
+    if only_if_allowed:
+        where = f" WHERE {states.may_follow_sql('t', 'excluded')}"
+    else:
+        # A PENDING write takes over a reused id's row, never a row the
+        # worker already wrote for this very message (same created time):
+        # on Redis the message may reach a worker before its PENDING row.
+        status, created = (quote(meta.get_field(name).column) for name in ("status", "created"))
+        where = (f" WHERE t.{status} = {states.PENDING!r} OR t.{created} IS NULL"
+                 f" OR t.{created} <> excluded.{created}")
     sql = (f"INSERT INTO {quote(meta.db_table)} AS t ({columns}) VALUES "
            f"{', '.join([one] * n)} ON CONFLICT ({quote('task_id')}) DO UPDATE SET "
            f"{sets}{where}")
     if relaxed:
         # set_config(..., true) holds for this statement's own transaction;
-        # an unreferenced CTE would not run, so RETURNING reads it (every
-        # row is inserted or updated: there is no WHERE).
+        # an unreferenced CTE would not run, so RETURNING reads it (a row
+        # left alone by the WHERE returns nothing, and that rare commit
+        # waits for the disk).
         assert connection.vendor == "postgresql" and not only_if_allowed
         sql = (f"WITH relaxed AS MATERIALIZED (SELECT set_config('synchronous_commit', "
                f"'off', true) AS off) {sql} RETURNING (SELECT off FROM relaxed)")

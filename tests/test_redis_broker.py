@@ -135,6 +135,56 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(private_redis_serve
     assert broker.client.client_id() == parent_id
 
 
+def test_a_publish_begun_is_on_its_list_before_its_reply_is_read(broker):
+    broker.publish([msg(9, queue="other")])  # publish.lua is loaded: no NOSCRIPT to wait for
+    finish = broker.publish_begin([msg(0)])
+    deadline = time.monotonic() + 5
+    while broker.client.llen(broker.list_key("default", 0)) == 0:  # another connection looks
+        assert time.monotonic() < deadline, "the publish was not sent by publish_begin"
+        time.sleep(0.001)
+    finish()
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0"]
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_publish_begun_whose_connection_drops_follows_the_clients_retries(
+        private_redis_server, retries):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from djtasks.brokers.redis import RedisBroker
+
+    client = redis.Redis.from_url(private_redis_server.url, retry=Retry(NoBackoff(), retries))
+    broker = RedisBroker(private_redis_server.url, key_prefix="held", client=client)
+    broker.publish([msg(9, queue="other")])  # publish.lua is loaded: no NOSCRIPT to wait for
+    client.execute_command("CLIENT", "PAUSE", 10000, "WRITE")  # the publish waits
+    finish = broker.publish_begin([msg(0)])
+    client.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+    client.execute_command("CLIENT", "UNPAUSE")
+    assert client.llen(broker.list_key("default", 0)) == 0  # it went with its connection
+    if retries:
+        finish()  # its reply cannot be read: sent again on a new connection
+        assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0"]
+    else:
+        with pytest.raises(BrokerError):  # as a publish whose connection drops: the caller knows
+            finish()
+
+
+def test_a_publish_begun_on_a_server_that_is_down_raises_at_once(private_redis_server):
+    broker = make_broker(private_redis_server.url, "held")
+    private_redis_server.stop()
+    with pytest.raises(BrokerError):
+        broker.publish_begin([msg(0)])
+
+
+def test_a_publish_begun_loads_its_script_when_the_server_lacks_it(private_redis_server):
+    broker = make_broker(private_redis_server.url, "held")
+    broker.client.script_flush()
+    broker.publish_begin([msg(0)])()  # NOSCRIPT is read with the reply: loaded, sent again
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0"]
+
+
 def test_a_woken_consumer_has_its_frame_in_the_wait_s_own_round_trip(broker, monkeypatch):
     import threading
 

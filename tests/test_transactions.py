@@ -278,3 +278,70 @@ def test_a_transaction_begun_behind_djangos_back_keeps_its_synchronous_commit(br
         finally:
             cursor.execute("ROLLBACK")
     assert setting == "on"  # the caller's commit would still wait for the disk
+
+
+def test_outside_a_transaction_the_row_is_written_while_the_broker_takes_the_message(
+        broker, monkeypatch):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("only a row that commits alone on PostgreSQL is written beside the publish")
+    seen = []
+    begin = type(broker).publish_begin
+
+    def spy(self, items):
+        [(message, _)] = items
+        finish = begin(self, items)
+        seen.append(("sent", TaskResult.objects.filter(task_id=message.id).exists()))
+
+        def reply():
+            seen.append(("reply", TaskResult.objects.filter(task_id=message.id).exists()))
+            finish()
+
+        return reply
+
+    monkeypatch.setattr(type(broker), "publish_begin", spy)
+    result = tasks.add.delay(1, 2)
+    assert seen == [("sent", False), ("reply", True)]  # the row between the two halves
+    assert depth(broker) == 1
+    assert TaskResult.objects.get(task_id=result.id).status == states.PENDING
+
+
+def test_a_row_that_cannot_be_written_beside_its_publish_is_made_by_the_worker(
+        burst, caplog):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("only a row that commits alone on PostgreSQL is written beside the publish")
+    table = TaskResult._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                       "BEGIN RAISE EXCEPTION 'rows refused for this test'; END $$")
+        cursor.execute(f"CREATE TRIGGER refuse_row BEFORE INSERT ON {table} "
+                       "FOR EACH ROW EXECUTE FUNCTION refuse_row()")
+    try:
+        with caplog.at_level(logging.WARNING, logger="djtasks.publish"):
+            result = tasks.add.delay(2, 3)  # published: the caller is not told of the row
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER refuse_row ON {table}")
+            cursor.execute("DROP FUNCTION refuse_row()")
+    assert result.id in caplog.text and "rows refused for this test" in caplog.text
+    assert not TaskResult.objects.filter(task_id=result.id).exists()
+    burst()
+    assert result.get(timeout=1) == 5
+
+
+def test_a_pending_write_leaves_the_row_the_worker_wrote_for_the_same_message(broker):
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        pytest.skip("MariaDB's rows are written before the publish, never beside it")
+    message = tasks.add.build_message([1, 2], {})
+    TaskResult.objects.write([TaskResult.from_message(message, states.STARTED, worker="w1")])
+    TaskResult.objects.enqueued(message)  # the caller's row, arriving after the worker's
+    assert TaskResult.objects.get(task_id=message.id).status == states.STARTED
+    again = tasks.add.build_message([3, 4], {}, task_id=message.id)  # a reused id: a new run
+    TaskResult.objects.enqueued(again)
+    row = TaskResult.objects.get(task_id=message.id)
+    assert (row.status, row.args) == (states.PENDING, [3, 4])

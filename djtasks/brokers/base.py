@@ -25,6 +25,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..message import Message
@@ -234,6 +235,20 @@ class Transport(ABC):
         whose publish joins the caller's transaction is never asked twice.
         Raises ``BrokerError`` if the broker cannot be reached.
         """
+
+    def publish_begin(self, items: Sequence[tuple[Message, bytes]]) -> Callable[[], None]:
+        """``publish(items)`` in two halves: the message goes now, as far as
+        it can without waiting for the broker's reply, and the returned
+        function waits for that reply (raises ``BrokerError`` as ``publish``
+        does, after its own retries). Between the two the caller may do
+        other work (the enqueue door writes the PENDING row), but makes no
+        other call on this broker from the same thread. A message may reach
+        a worker before the second half returns. This default sends nothing
+        until the second half, which is ``publish(items)``; the Redis broker
+        writes the command at once. Raises ``BrokerError`` if the broker
+        cannot be reached at once.
+        """
+        return partial(self.publish, items)
 
     def publish_with_rows(self, items: Sequence[tuple[Message, bytes]],
                           pending: Sequence[Message]) -> None:

@@ -34,7 +34,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,28 @@ class _HeldConnection:
 
         return self._loaded(conn, script, call)
 
+    def evalsha_begin(self, script: Script, keys: Sequence[Any],
+                      args: Sequence[Any]) -> Callable[[], Any]:
+        """``evalsha`` in two halves, for a script that may run twice
+        (publish.lua): the command is written now, under the client's retry
+        policy, and the returned function reads its reply. If that read
+        fails on a dropped connection, or the server lacks the script, the
+        command is sent again as ``evalsha`` would."""
+        conn = self._connection()
+        packed = [self._packed_evalsha(script, keys, args)]
+        conn.retry.call_with_retry(lambda: conn.send_packed_command(packed),
+                                   lambda _: conn.disconnect())
+        sent = True
+
+        def call() -> Any:
+            nonlocal sent
+            if not sent:  # a retry, or after loading the script: the whole command again
+                conn.send_packed_command(packed)
+            sent = False
+            return conn.read_response()
+
+        return partial(self._loaded, conn, script, call)
+
     def evalsha_after_blpop(self, wake: Packed, timeout: float, script: Script,
                             keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """BLPOP the keys of ``wake`` for up to ``timeout`` seconds, then
@@ -266,6 +289,7 @@ class RedisBroker(Broker):
         self.deaths_key = self.prefix + "deaths"
         self.workers_key = self.prefix + "workers"
         self.published_key = self.prefix + "published"
+        self._publish_keys = [Packed([self.scheduled_key, self.etas_key, self.published_key])]
         self._publish = client.register_script(_script("publish"))
         self._fetch = client.register_script(_script("fetch"))
         self._requeue = client.register_script(_script("requeue"))
@@ -323,8 +347,18 @@ class RedisBroker(Broker):
     # -- transport -----------------------------------------------------------
 
     def publish(self, items: Sequence[tuple[Message, bytes]]) -> None:
-        if not items:
-            return
+        if items:
+            self._eval(self._publish, self._publish_keys, self._publish_argv(items))
+
+    def publish_begin(self, items: Sequence[tuple[Message, bytes]]) -> Callable[[], None]:
+        if not items or self._held is None:
+            return super().publish_begin(items)
+        reply = self._call(self._held.evalsha_begin, self._publish, self._publish_keys,
+                           self._publish_argv(items))
+        return partial(self._call, reply)
+
+    def _publish_argv(self, items: Sequence[tuple[Message, bytes]]) -> list[Any]:
+        """publish.lua's ARGV for ``items``."""
         argv: list[Any] = [self.clock()]
         keys = self._queue_keys
         for message, body in items:
@@ -338,7 +372,7 @@ class RedisBroker(Broker):
             frame = f"{message.id}\n{list_key}\n".encode() + body
             argv += [message.id, list_key, wake_key, frame,
                      "" if message.eta is None else repr(message.eta), _published(message)]
-        self._eval(self._publish, [self.scheduled_key, self.etas_key, self.published_key], argv)
+        return argv
 
     def published(self, messages: Sequence[Message]) -> set[str]:
         if not messages:

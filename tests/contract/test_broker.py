@@ -545,6 +545,16 @@ def test_publishing_a_message_twice_makes_one_copy(broker):
     assert broker.queue_depths(["default"]) == {"default": 1}
 
 
+def test_a_publish_begun_is_published_once_its_reply_is_read(broker):
+    items = [msg(0), msg(1, eta=time.time() + 60)]
+    finish = broker.publish_begin(items)
+    finish()
+    assert broker.queue_depths(["default"]) == {"default": 1}
+    assert broker.scheduled_count() == 1
+    assert broker.published([m for m, _ in items]) == {"m0", "m1"}
+    assert ids(broker.consumer("c/0.1", ["default"]).fetch(5, 0)) == ["m0"]
+
+
 def test_a_new_message_with_a_used_id_is_published(broker):
     m, body = msg(0)
     broker.publish([(m, body)])
