@@ -7,11 +7,11 @@ import os
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..conf import get_settings, on_reset
-from .base import Broker, Consumer, DeadLetter, Delivery, Fate, Reaped, Started
+from .base import Broker, Consumer, DeadLetter, Delivery, Fate, Reaped, Started, WakeStart
 
 __all__ = [
-    "Broker", "Consumer", "DeadLetter", "Delivery", "Fate", "Reaped", "Started", "get_broker",
-    "redact_url",
+    "Broker", "Consumer", "DeadLetter", "Delivery", "Fate", "Reaped", "Started", "WakeStart",
+    "get_broker", "redact_url",
 ]
 
 _broker: Broker | None = None

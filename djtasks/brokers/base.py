@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -49,6 +49,10 @@ class Delivery:
     ``token`` names this very message to its broker (the sha1 of its frame
     on Redis, its row's id on a database): a start asked again with it
     after its reply was lost knows its own start by it (``Consumer.start``).
+    ``started`` deliveries were started by the waiting fetch that returned
+    them (``Consumer.fetch(..., start=...)``), as ``start`` would with the
+    flags ``WakeStart`` gives their task: the consumer runs them without
+    starting them again, and settles them however they end.
     """
 
     id: str
@@ -57,6 +61,19 @@ class Delivery:
     revoked: bool = False
     offered: bool = False
     token: str = ""
+    started: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WakeStart:
+    """The tasks a waiting fetch may start itself, so a consumer woken by a
+    publish runs the first message without a start round trip of its own:
+    task name -> ``(ack, redeliver, track)``, the flags the worker would
+    pass to ``Consumer.start`` for it. A task left out (one with a rate
+    limit, or one the worker does not know) is never started by a fetch.
+    """
+
+    flags: Mapping[str, tuple[bool, bool, bool]]
 
 
 @dataclass(slots=True)
@@ -119,9 +136,11 @@ class Consumer(ABC):
     queues: list[str]
     # Whether ``start_and_fetch`` fetches too (in the start's round trip).
     fetches_with_start = False
+    starts_on_wake = False  # a waiting fetch honours ``start``
 
     @abstractmethod
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, count: int, timeout: float, *,
+              start: WakeStart | None = None) -> list[Delivery]:
         """Fetch up to ``count`` messages, highest priority first within a
         queue (queues take turns, so none starves), moving due scheduled
         messages to their queues on the way; frames of revoked tasks come
@@ -131,6 +150,13 @@ class Consumer(ABC):
         ``dead_letter``/``release``: a delivery is never held by two
         consumers at once. A waiting fetch may instead hand over one offered
         delivery (``Delivery.offered``), held only once taken (``hold``).
+
+        With ``start`` (where ``starts_on_wake``: Redis), a fetch that waited
+        may also start the first delivery it returns, in the same round
+        trip, when ``start`` names its task and its message names no
+        ``expires`` and no per-call ``ignore_result``; that delivery comes
+        back with ``started=True``. A start on wake is one ``start`` would
+        make: the same acks, running marker and unsettled set.
         """
 
     @abstractmethod

@@ -17,6 +17,7 @@ from .base import (
     Delivery,
     Reaped,
     Started,
+    WakeStart,
 )
 from .database_roles import PgListener
 from .tables import (
@@ -81,7 +82,8 @@ class DatabaseConsumer(Consumer):
     def _mine(self) -> Any:
         return self.broker._rows(QueuedMessage).filter(consumer=self.name)
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, count: int, timeout: float, *,
+              start: WakeStart | None = None) -> list[Delivery]:
         b = self.broker
         self._offers.clear()  # not taken: still in their queues
         self._gone.clear()

@@ -33,6 +33,7 @@ from .base import (
     Place,
     Reaped,
     Started,
+    WakeStart,
 )
 
 _shared: dict[tuple[int, str, str], MemoryBroker] = {}
@@ -368,7 +369,8 @@ class MemoryConsumer(Consumer):
     def __repr__(self) -> str:
         return f"<MemoryConsumer {self.name}>"
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, count: int, timeout: float, *,
+              start: WakeStart | None = None) -> list[Delivery]:
         b = self.broker
         # Rotate the queue order on each fetch so no queue starves another.
         self._rotation = (self._rotation + 1) % len(self.queues)

@@ -63,21 +63,24 @@ from .base import (
     Place,
     Reaped,
     Started,
+    WakeStart,
 )
 
 _LUA = Path(__file__).with_name("lua")
 SCAN_LIMIT = 100_000  # frames per list that locate() reads, at most
 SCAN_CHUNK = 1000  # frames per LRANGE
+WAKE_PLAN_BYTES = 16384  # at most, the task names a waiting fetch sends to start one of
 
 
 def _script(name: str) -> str:
     return (_LUA / f"{name}.lua").read_text()
 
 
-def _start_then_fetch() -> str:
-    """startfetch.lua, with start.lua and fetch.lua as the functions it calls."""
-    return "".join(f"local function {name}(KEYS, ARGV)\n{_script(name)}\nend\n"
-                   for name in ("start", "fetch")) + _script("startfetch")
+def _with_start_and_fetch(name: str) -> str:
+    """Script ``name`` (startfetch.lua, wakefetch.lua), with start.lua and
+    fetch.lua as the functions it calls."""
+    return "".join(f"local function {part}(KEYS, ARGV)\n{_script(part)}\nend\n"
+                   for part in ("start", "fetch")) + _script(name)
 
 
 _STARTED = {1: Started.RUN, 0: Started.REVOKED, -1: Started.LOST}  # start.lua's reply
@@ -295,7 +298,8 @@ class RedisBroker(Broker):
         self._requeue = client.register_script(_script("requeue"))
         self._reap = client.register_script(_script("reap"))
         self._start = client.register_script(_script("start"))
-        self._start_fetch = client.register_script(_start_then_fetch())
+        self._start_fetch = client.register_script(_with_start_and_fetch("startfetch"))
+        self._wake_fetch = client.register_script(_with_start_and_fetch("wakefetch"))
         self._defer = client.register_script(_script("defer"))
         self._rate = client.register_script(_script("rate"))
         self._revoke = client.register_script(_script("revoke"))
@@ -606,6 +610,7 @@ class RedisConsumer(Consumer):
     """A consumer's handle: its in-flight hash, started set and lease."""
 
     fetches_with_start = True  # startfetch.lua
+    starts_on_wake = True  # wakefetch.lua
 
     def __init__(self, broker: RedisBroker, name: str, queues: list[str]) -> None:
         self.broker, self.name, self.queues = broker, name, queues
@@ -640,7 +645,8 @@ class RedisConsumer(Consumer):
         # fetch.lua's ARGV: count, now, then the wake key count and key names.
         return [keys], [count, now, self._fetch_args]
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, count: int, timeout: float, *,
+              start: WakeStart | None = None) -> list[Delivery]:
         b = self.broker
         now = b.clock()
         keys, args = self._fetch_call(count, now)
@@ -650,7 +656,19 @@ class RedisConsumer(Consumer):
             if next_eta is not None:
                 wait = min(wait, max(float(next_eta) - now, 0.001))
             wait = max(wait, 0.001)
-            if b._held is not None:
+            groups = self._groups(start) if b._held is not None else None
+            if groups is not None and b._held is not None:
+                # The fetch rides behind the BLPOP, with the clock read before it,
+                # and starts the first frame: a woken executor has its frames, and
+                # its first task started, in the BLPOP's own round trip.
+                (frames, _, revoked), started = b._call(
+                    b._held.evalsha_after_blpop, self._wake, wait, b._wake_fetch,
+                    [self._start_keys, *keys], [len(self._start_keys.args), groups, *args])
+                if started:
+                    first, *rest = self._deliveries(frames, revoked)
+                    first.started = True
+                    return [first, *rest]
+            elif b._held is not None:
                 # The fetch rides behind the BLPOP, with the clock read before it:
                 # a woken executor has its frames in the BLPOP's own round trip.
                 frames, _, revoked = b._call(b._held.evalsha_after_blpop, self._wake, wait,
@@ -663,6 +681,21 @@ class RedisConsumer(Consumer):
                 args[1] = b.clock()
                 frames, _, revoked = b._eval(b._fetch, keys, args)
         return self._deliveries(frames, revoked)
+
+    def _groups(self, start: WakeStart | None) -> Packed | None:
+        """wakefetch.lua's consumer name and flag groups for ``start``; None
+        (fetch.lua instead) without a plan, or with one too large to send on
+        every wait (over ``WAKE_PLAN_BYTES``)."""
+        if start is None:
+            return None
+        by_flags: dict[tuple[bool, bool, bool], list[str]] = {}
+        for name, flags in start.flags.items():
+            by_flags.setdefault(flags, []).append(name)
+        args: list[Any] = [self.name, len(by_flags)]
+        for (ack, redeliver, track), names in sorted(by_flags.items()):
+            args += [*_START_FLAGS[redeliver, ack, track].args, "\n" + "\n".join(names) + "\n"]
+        packed = Packed(args)
+        return packed if len(packed.data) <= WAKE_PLAN_BYTES else None
 
     def _deliveries(self, frames: list[bytes], revoked: list[bytes]) -> list[Delivery]:
         return ([self._delivery(f) for f in frames]

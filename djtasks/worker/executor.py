@@ -24,7 +24,7 @@ from functools import partial
 from django.db import close_old_connections
 
 from .. import enqueue, signals, states, workflow
-from ..brokers import Broker, Consumer, Delivery, Started
+from ..brokers import Broker, Consumer, Delivery, Started, WakeStart
 from ..exceptions import (
     BrokerError,
     MessageError,
@@ -110,6 +110,7 @@ class Executor(IgnoredRuns):
         self.tasks_run = 0  # by this executor (the slot counts across replacements)
         self._current: str | None = None  # id of the task running now
         self._started: str | None = None  # id of the last task started (it ran, or runs)
+        self._woken: WakeStart | None = None  # the plan of the last waiting fetch
         self._limit_warned: set[str] = set()
         self._soft_limits = False  # decided in run(), by the thread that runs the tasks
         self._connections_checked = -RECHECK  # time.monotonic() of the last close_old_connections
@@ -160,7 +161,20 @@ class Executor(IgnoredRuns):
         if deliveries or self.burst:
             return deliveries
         self._flush_acks()
-        return self.consumer.fetch(self.prefetch, timeout=1.0)
+        self._woken = self._wake_start()
+        return self.consumer.fetch(self.prefetch, timeout=1.0, start=self._woken)
+
+    def _wake_start(self) -> WakeStart | None:
+        """The tasks a waiting fetch may start itself (``Consumer.fetch``'s
+        ``start``), with the flags ``handle`` starts them with: every
+        registered task without a rate limit. None where the consumer cannot,
+        or while ``task_received`` has receivers (they hear of a task before
+        it starts). Built before each wait, so it follows the settings and
+        the registry as they are then."""
+        if not self.consumer.starts_on_wake or signals.task_received.receivers:
+            return None
+        return WakeStart({task.name: _start_flags(task, None) for task in registry
+                          if task.rate_per_second is None})
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -175,11 +189,13 @@ class Executor(IgnoredRuns):
     def process(self) -> None:
         """Handle the backlog in order; on stop, give the rest back."""
         while self._backlog:
-            if self.stopping:
+            delivery = self._backlog[0]
+            # One the fetch started is this executor's running task: it runs,
+            # as a running task does on a warm stop.
+            if self.stopping and not delivery.started:
                 self.consumer.requeue([d.id for d in self._backlog])
                 self._backlog = []
                 return
-            delivery = self._backlog[0]
             try:
                 self.handle(delivery)
             except BrokerError:
@@ -199,7 +215,8 @@ class Executor(IgnoredRuns):
     def handle(self, delivery: Delivery) -> None:
         """Run one delivery to its end (or dead-letter it)."""
         assert self.results is not None
-        self._started = None
+        # A delivery the fetch started is never started (nor run) again.
+        self._started = delivery.id if delivery.started else None
         try:
             message = Message.decode(delivery.body)
         except MessageError as exc:
@@ -235,14 +252,17 @@ class Executor(IgnoredRuns):
         if expired:
             self._revoked(task, message, _expired_reason(message), expired=True)
             return
-        if task.rate_per_second is not None:
+        if task.rate_per_second is not None and not delivery.started:
             wait = self.broker.take_token(task.name, task.rate_per_second)
             if wait > 0:
                 self.consumer.defer(message.id, self.broker.clock() + wait)
                 return
-        store = not task.result_ignored(message)
+        ack, redeliver, store = _start_flags(task, message)
+        if delivery.started:
+            self._woke_started(message, (ack, redeliver, store))
+            self._run_started(task, delivery, message, store)
+            return
         acks, self._acks = self._acks, []
-        ack, redeliver = not task.acks_late, task.reject_on_worker_lost is not False
         try:
             # At most once unless acks_late: acked here, before it runs.
             if (len(self._backlog) == 1 and self.prefetch > 1 and not self.inline
@@ -269,6 +289,27 @@ class Executor(IgnoredRuns):
             logger.warning("task %s[%s] was given back while waiting here (this executor's "
                            "lease ran out); it runs elsewhere", message.task, message.id)
             return
+        self._run_started(task, delivery, message, store)
+
+    def _woke_started(self, message: Message, flags: tuple[bool, bool, bool]) -> None:
+        """Square a start the fetch made with the flags the task has now,
+        should they have changed since the plan (a settings override): an
+        at-most-once task left in flight is acked, and one that stores no
+        row is settled; an acks_late task already acked runs at most once."""
+        woken = self._woken.flags.get(message.task) if self._woken is not None else None
+        if woken is None or woken == flags:
+            return
+        logger.warning("task %s[%s] was started by the fetch with flags %s, not %s",
+                       message.task, message.id, woken, flags)
+        if flags[0] and not woken[0]:
+            self._acks.append(message.id)
+        if woken[2] and not flags[2]:
+            self.consumer.ack([], settled=[message.id])
+
+    def _run_started(self, task: Task, delivery: Delivery, message: Message,
+                     store: bool) -> None:
+        """Run a started task and record how it ended."""
+        assert self.results is not None
         if store and task.track_started:
             self.results.add(TaskResult.from_message(
                 message, states.STARTED, worker=self.name, started=time.time()))
@@ -450,6 +491,16 @@ class Executor(IgnoredRuns):
         logger.error("dead-lettering message %s from queue %r: %s",
                      delivery.id, delivery.queue, reason)
         self.consumer.dead_letter(delivery, reason)
+        if delivery.started:  # no row will settle it: the reaper must not report it lost
+            self.consumer.ack([], settled=[delivery.id])
+
+
+def _start_flags(task: Task, message: Message | None) -> tuple[bool, bool, bool]:
+    """``(ack, redeliver, track)`` for ``Consumer.start``: ack now unless
+    acks_late, redeliver unless ``reject_on_worker_lost=False``, track if a
+    row is stored (with ``message``, its per-call ``ignore_result`` counts)."""
+    ignored = task.ignore_result if message is None else task.result_ignored(message)
+    return not task.acks_late, task.reject_on_worker_lost is not False, not ignored
 
 
 def _short_repr(value: object, limit: int = 200) -> str:

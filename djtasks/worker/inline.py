@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from django.db import connections
 
-from ..brokers import Delivery, Started
+from ..brokers import Delivery, Started, WakeStart
 from ..brokers.memory import MemoryBroker, MemoryConsumer
 from ..exceptions import MessageError
 from ..message import Message
@@ -78,7 +78,8 @@ class InlineConsumer(MemoryConsumer):
         self._marks = {c.alias: len(c.run_on_commit) for c in connections.all(initialized_only=True)
                        if c.in_atomic_block}
 
-    def fetch(self, count: int, timeout: float) -> list[Delivery]:
+    def fetch(self, count: int, timeout: float, *,
+              start: WakeStart | None = None) -> list[Delivery]:
         self.clock.pinned = None  # the last task has run
         commit_since(self._marks)  # the last task's, before anything else is fetched
         while self.most is None or len(self.ran) < self.most:

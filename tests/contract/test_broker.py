@@ -10,7 +10,7 @@ import time
 
 from django.db import connections
 
-from djtasks.brokers import Broker, Delivery, Fate, Reaped, Started
+from djtasks.brokers import Broker, Delivery, Fate, Reaped, Started, WakeStart
 from djtasks.message import Message
 
 DAY = 86400.0
@@ -150,6 +150,58 @@ def test_a_due_eta_message_is_delivered_once_among_racing_consumers(broker, same
 
 
 # -- blocking fetch ----------------------------------------------------------
+
+def woken(consumer, same_store, items, plan) -> list[Delivery]:
+    """What a waiting fetch of ``consumer`` given ``plan`` returns once
+    ``items`` are published from another handle on the same store."""
+    other = same_store()
+    threading.Timer(0.2, lambda: other.publish(items)).start()
+    deadline = time.monotonic() + 6
+    got = consumer.fetch(5, 5.0, start=plan)
+    while not got and time.monotonic() < deadline:  # a wake may land between fetches
+        got = consumer.fetch(5, 5.0, start=plan)
+    return got
+
+
+def test_a_waiting_fetch_starts_its_first_delivery_as_start_would(broker, same_store):
+    got = woken(broker.consumer("c/0.1", ["default"]), same_store, [msg(0), msg(1)],
+                WakeStart({"t": (True, True, True)}))
+    if not broker.consumer("c/0.1", ["default"]).starts_on_wake:
+        assert not any(d.started for d in got)  # the plan is a hint the others ignore
+        return
+    assert ids(got) == ["m0", "m1"] and [d.started for d in got] == [True, False]
+    again = broker.consumer("c/0.1", ["default"])
+    # As start(ack=True) would: acked, and its running marker names this very message.
+    assert again.start("m0", ack=True, token=got[0].token) is Started.RUN
+    released = again.release()
+    assert (released.running, released.fate, released.requeued) == ("m0", Fate.ACKED, ["m1"])
+
+
+def test_an_acks_late_start_on_wake_keeps_its_message_in_flight(broker, same_store):
+    got = woken(broker.consumer("c/0.1", ["default"]), same_store, [msg(0)],
+                WakeStart({"t": (False, True, False)}))
+    if not broker.consumer("c/0.1", ["default"]).starts_on_wake:
+        return
+    assert [d.started for d in got] == [True]
+    released = broker.consumer("c/0.1", ["default"]).release()
+    assert (released.running, released.fate, released.unsettled) == ("m0", Fate.REQUEUED, [])
+    assert broker.queue_depths(["default"]) == {"default": 1}  # it runs again elsewhere
+
+
+def test_a_waiting_fetch_starts_no_task_its_plan_leaves_out(broker, same_store):
+    expiring = Message(id="m1", task="t", args=[], kwargs={}, queue="default",
+                       expires=time.time() + 60)
+    per_call = Message(id="m2", task="t", args=[], kwargs={}, queue="default",
+                       options={"ignore_result": True})
+    for i, item in enumerate([msg(0), (expiring, expiring.encode()),
+                              (per_call, per_call.encode())]):
+        plan = WakeStart({"other": (True, True, True)} if i == 0 else {"t": (True, True, True)})
+        consumer = broker.consumer("c/0.1", ["default"])
+        got = woken(consumer, same_store, [item], plan)
+        assert ids(got) == [item[0].id] and not got[0].started  # the worker checks and starts it
+        assert consumer.hold(got[0])
+        consumer.ack([item[0].id])
+
 
 def test_a_blocking_fetch_wakes_when_a_message_arrives(broker, same_store):
     other = same_store()
