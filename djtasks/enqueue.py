@@ -228,7 +228,10 @@ def _publish_beside_row(out: Outgoing, rows: TaskResultQuerySet) -> None:
     the row is removed and the error raised; if only the row failed, the
     task exists all the same, the error is logged and the worker's first
     write makes the row. A worker that writes first keeps its row
-    (``enqueued`` does not take back a row of the same message).
+    (``enqueued`` does not take back a row of the same message). Anything
+    else raised while the row is written (a soft time limit, a
+    ``KeyboardInterrupt``) is raised as it is: the message may be out, and
+    the broker's next call does not take its unread reply for its own.
     """
     message = out.message
     _before_publish(out)

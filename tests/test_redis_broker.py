@@ -171,6 +171,31 @@ def test_a_publish_begun_whose_connection_drops_follows_the_clients_retries(
             finish()
 
 
+def test_a_publish_begun_and_never_finished_does_not_answer_the_next_call(
+        private_redis_server):
+    broker = make_broker(private_redis_server.url, "owed")
+    broker.publish([msg(9, queue="other")])  # publish.lua is loaded: its reply is 1
+    broker.client.execute_command("CLIENT", "PAUSE", 300, "WRITE")  # that reply comes late
+    broker.publish_begin([msg(0)])  # the caller was interrupted: this reply is never read
+    consumer = broker.consumer("c/0.1", ["default"])
+    first = ids(consumer.fetch(5, 0))  # its own reply, not publish.lua's 1
+    assert first in ([], ["m0"])  # the message may have gone with the dropped connection
+    broker.publish([msg(1)])
+    assert ids(consumer.fetch(5, 0)) == ["m1"]
+
+
+def test_a_wait_ends_well_before_the_clients_socket_timeout(private_redis_server):
+    import redis
+
+    from djtasks.brokers.redis import RedisBroker
+
+    client = redis.Redis.from_url(private_redis_server.url, socket_timeout=0.4)
+    broker = RedisBroker(private_redis_server.url, key_prefix="short", client=client)
+    started = time.monotonic()
+    assert broker.consumer("c/0.1", ["default"]).fetch(1, 5.0) == []  # no TimeoutError
+    assert time.monotonic() - started < 0.4
+
+
 def test_a_publish_begun_on_a_server_that_is_down_raises_at_once(private_redis_server):
     broker = make_broker(private_redis_server.url, "held")
     private_redis_server.stop()

@@ -78,9 +78,12 @@ def test_a_message_the_fetch_started_that_fails_its_checks_is_dead_lettered_and_
     ex.handle(delivery)
     [letter] = broker.dead_letters()
     assert letter.id == message.id and "signature" in letter.reason
-    # Settled: no row will be written for it, and no reaper reports it lost.
-    assert not broker.client.sismember(broker.started_key("wake/0.1"), message.id)
-    assert not TaskResult.objects.filter(task_id=message.id).exists()
+    # It ran nothing: neither its consumer's running task nor unsettled, so a
+    # release does not mark its PENDING row lost.
+    TaskResult.objects.enqueued(message)
+    released = ex.consumer.release(shutdown=True)
+    assert (released.running, released.unsettled) == (None, [])
+    assert TaskResult.objects.get(task_id=message.id).status == states.PENDING
 
 
 def test_a_warm_stop_runs_the_task_the_fetch_started_and_gives_the_rest_back(
@@ -111,6 +114,19 @@ def test_a_task_started_with_flags_it_no_longer_has_is_squared_after_its_run(
     assert count(key) == 1
     released = ex.consumer.release()
     assert (released.fate, released.requeued) == (Fate.ACKED, [])  # acked: it never runs again
+
+
+def test_a_task_started_with_flags_it_no_longer_has_is_not_run_once_revoked(broker, counter):
+    ex = executor(broker)
+    key = counter("woken-revoked")
+    message, body = prepared(tasks.record, key)
+    threading.Timer(0.2, lambda: broker.publish([(message, body)])).start()
+    ex._woken = WakeStart({tasks.record.name: (False, True, True)})
+    [delivery] = ex.consumer.fetch(4, 5.0, start=ex._woken)
+    broker.revoke([message.id])  # before the start asked again with the task's own flags
+    ex.handle(delivery)
+    assert count(key) == 0
+    assert AsyncResult(message.id).status == states.REVOKED
 
 
 def test_the_plan_leaves_out_rate_limited_tasks_and_is_off_while_task_received_is_heard(

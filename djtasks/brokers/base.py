@@ -219,7 +219,9 @@ class Consumer(ABC):
     @abstractmethod
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a fetched message to the dead-letter store with ``reason``;
-        a second letter with the same id is kept beside the first."""
+        a second letter with the same id is kept beside the first. One the
+        fetch started (``Delivery.started``) is then no longer this
+        consumer's running task nor unsettled: it ran nothing."""
 
     @abstractmethod
     def renew(self, lease: float) -> None:

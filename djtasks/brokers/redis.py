@@ -169,6 +169,12 @@ class _HeldConnection:
         if held is None or held[0] != pid:
             held = self._local.held = (pid, self.pool.make_connection())
         conn: Any = held[1]
+        if getattr(self._local, "owed", False):
+            # A reply ``evalsha_begin`` sent for was never read (the caller
+            # was interrupted between the halves): it would be taken for
+            # this call's, whether it has arrived yet or not.
+            self._local.owed = False
+            conn.disconnect()
         try:
             if conn._sock is not None and conn.can_read():  # closed by the server, or stray data
                 conn.disconnect()
@@ -207,6 +213,7 @@ class _HeldConnection:
         packed = [self._packed_evalsha(script, keys, args)]
         conn.retry.call_with_retry(lambda: conn.send_packed_command(packed),
                                    lambda _: conn.disconnect())
+        self._local.owed = True
         sent = True
 
         def call() -> Any:
@@ -216,7 +223,17 @@ class _HeldConnection:
             sent = False
             return conn.read_response()
 
-        return partial(self._loaded, conn, script, call)
+        def reply() -> Any:
+            self._local.owed = False
+            try:
+                return self._loaded(conn, script, call)
+            except RedisError:
+                raise  # a whole error reply read, or the connection already dropped
+            except BaseException:
+                conn.disconnect()  # interrupted mid-read: what is left must not be read later
+                raise
+
+        return reply
 
     def evalsha_after_blpop(self, wake: Packed, timeout: float, script: Script,
                             keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -311,6 +328,12 @@ class RedisBroker(Broker):
         # through Script.
         pool = getattr(client, "connection_pool", None)
         self._held = _HeldConnection(pool) if isinstance(pool, redis.ConnectionPool) else None
+        # A wait must end well before the client's socket timeout (a cache://
+        # client's own setting): a read that timed out would lose the reply of
+        # the fetch sent behind the BLPOP, and that fetch's frames with it.
+        socket_timeout = (pool.connection_kwargs.get("socket_timeout")
+                          if isinstance(pool, redis.ConnectionPool) else None)
+        self.max_wait = min(MAX_BLOCK, socket_timeout / 2) if socket_timeout else MAX_BLOCK
         self._queue_keys: dict[tuple[str, int], tuple[str, str]] = {}
 
     def _eval(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -652,7 +675,7 @@ class RedisConsumer(Consumer):
         keys, args = self._fetch_call(count, now)
         frames, next_eta, revoked = b._eval(b._fetch, keys, args)
         if not frames and not revoked and timeout > 0:
-            wait = min(timeout, MAX_BLOCK)
+            wait = min(timeout, b.max_wait)
             if next_eta is not None:
                 wait = min(wait, max(float(next_eta) - now, 0.001))
             wait = max(wait, 0.001)
@@ -767,6 +790,11 @@ class RedisConsumer(Consumer):
         pipe = b.client.pipeline(transaction=True)
         pipe.hset(b.dead_key, key, header.encode() + b"\n" + delivery.body)
         pipe.hdel(self.inflight_key, delivery.id)
+        if delivery.started:
+            # The fetch's start of it was this consumer's last: it runs nothing,
+            # so no reaper may take it for a task lost while running.
+            pipe.hdel(b.running_key, self.name)
+            pipe.srem(b.started_key(self.name), delivery.id)
         b._call(pipe.execute)
 
     def renew(self, lease: float) -> None:

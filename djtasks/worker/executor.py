@@ -259,8 +259,11 @@ class Executor(IgnoredRuns):
                 return
         ack, redeliver, store = _start_flags(task, message)
         if delivery.started:
-            self._woke_started(message, (ack, redeliver, store))
-            self._run_started(task, delivery, message, store)
+            started = self._woke_started(delivery, message, (ack, redeliver, store))
+            if started is Started.RUN:
+                self._run_started(task, delivery, message, store)
+            elif started is Started.REVOKED:
+                self._revoked(task, message, "revoked", acked=True)
             return
         acks, self._acks = self._acks, []
         try:
@@ -291,20 +294,23 @@ class Executor(IgnoredRuns):
             return
         self._run_started(task, delivery, message, store)
 
-    def _woke_started(self, message: Message, flags: tuple[bool, bool, bool]) -> None:
+    def _woke_started(self, delivery: Delivery, message: Message,
+                      flags: tuple[bool, bool, bool]) -> Started:
         """Square a start the fetch made with the flags the task has now,
-        should they have changed since the plan (a settings override): an
-        at-most-once task left in flight is acked, and one that stores no
-        row is settled; an acks_late task already acked runs at most once."""
+        should they have changed since the plan (a settings override): the
+        start is asked again with them and its token. A message still in
+        flight (started without its ack) is started anew with the flags of
+        now; one acked already stays so (an acks_late task runs at most
+        once then). Returns that start's answer (``Started.RUN`` when the
+        flags are the plan's)."""
         woken = self._woken.flags.get(message.task) if self._woken is not None else None
         if woken is None or woken == flags:
-            return
+            return Started.RUN
         logger.warning("task %s[%s] was started by the fetch with flags %s, not %s",
                        message.task, message.id, woken, flags)
-        if flags[0] and not woken[0]:
-            self._acks.append(message.id)
-        if woken[2] and not flags[2]:
-            self.consumer.ack([], settled=[message.id])
+        ack, redeliver, track = flags
+        return self.consumer.start(message.id, ack=ack, redeliver=redeliver, track=track,
+                                   token=delivery.token)
 
     def _run_started(self, task: Task, delivery: Delivery, message: Message,
                      store: bool) -> None:
@@ -491,8 +497,6 @@ class Executor(IgnoredRuns):
         logger.error("dead-lettering message %s from queue %r: %s",
                      delivery.id, delivery.queue, reason)
         self.consumer.dead_letter(delivery, reason)
-        if delivery.started:  # no row will settle it: the reaper must not report it lost
-            self.consumer.ack([], settled=[delivery.id])
 
 
 def _start_flags(task: Task, message: Message | None) -> tuple[bool, bool, bool]:
