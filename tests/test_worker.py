@@ -488,3 +488,24 @@ def test_a_retry_whose_next_attempt_was_never_published_is_not_left_retry(
     row = TaskResult.objects.get(task_id=result.id)
     assert (row.status, row.exception_type) == (
         states.FAILURE, "djtasks.exceptions.WorkerLostError")
+
+
+def test_a_chord_member_that_could_not_be_settled_still_ends_its_chord(burst, monkeypatch):
+    from djtasks import chord
+    from djtasks.worker.executor import Executor
+    from tests.app import canvas_tasks as ct
+
+    record = Executor._record
+
+    def refuse_one(self, task, message, outcome, store):
+        if message.args == [1]:  # the first member's recording fails, after it ran
+            raise RuntimeError("the recording broke")
+        record(self, task, message, outcome, store)
+
+    monkeypatch.setattr(Executor, "_record", refuse_one)
+    result = chord([ct.double.s(1), ct.double.s(2)])(ct.tsum.s())
+    burst()
+    members = {r.args[0]: r.status for r in TaskResult.objects.filter(group_id=result.parent.id)}
+    assert members == {1: states.FAILURE, 2: states.SUCCESS}
+    # The chord counted the member that failed so: its callback ends, not PENDING for ever.
+    assert AsyncResult(result.id).status == states.FAILURE

@@ -328,17 +328,30 @@ class Executor(IgnoredRuns):
         except (BrokerError, ColdShutdown):
             raise
         except Exception as exc:
-            # It ran (or started): never dead-letter it now, say how it ended.
+            # It ran (or started): never dead-letter it now, say how it ended,
+            # with its workflow told (a chord counts it, link_error runs), as
+            # for any FAILURE; follow-ups are enqueued once even if asked twice.
             logger.exception("task %s[%s] could not be settled", message.task, message.id)
             self.reporter.finished(message.task, message.queue, states.FAILURE, None)
             now = time.time()
+            failed = Outcome(states.FAILURE, now, now, exception=exc,
+                             traceback=traceback.format_exc())
+            try:
+                then = workflow.after(task, message, failed)
+            except Exception:
+                logger.exception("the follow-ups of task %s[%s] could not be made",
+                                 message.task, message.id)
+                then = None
             if store:
                 self.results.add(TaskResult.from_message(
                     message, states.FAILURE, worker=self.name, finished=now,
-                    exception=exc, traceback=traceback.format_exc()),
-                                 late_ack=message.id if task.acks_late else None)
-            elif task.acks_late:
-                self._acks.append(message.id)
+                    exception=exc, traceback=failed.traceback),
+                                 late_ack=message.id if task.acks_late else None, then=then)
+            else:
+                if then is not None:  # no row to wait for
+                    workflow.run_all([then])
+                if task.acks_late:
+                    self._acks.append(message.id)
         self._check_recycle()
 
     def _execute(self, task: Task, message: Message, store: bool = True) -> Outcome:
