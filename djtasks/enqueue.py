@@ -237,7 +237,7 @@ def _publish_beside_row(out: Outgoing, rows: TaskResultQuerySet) -> None:
     _before_publish(out)
     reply = get_broker().publish_begin([(message, out.body)])  # raises before any row
     try:
-        rows.enqueued(message)
+        rows.enqueued(message, alone=True)
     except DatabaseError as exc:
         reply()  # the broker's error, if it refused too, is the caller's
         logger.warning("task %s[%s] is published, but its PENDING row could not be written; "

@@ -66,7 +66,7 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
             | (status_in([states.STARTED, states.CUSTOM]) & models.Q(worker=worker))
         )
 
-    def enqueued(self, message: Message) -> None:
+    def enqueued(self, message: Message, *, alone: bool | None = None) -> None:
         """Write the caller's PENDING row of ``message``.
 
         A ``task_id`` that has a row already (a reused id, as Celery allows)
@@ -81,10 +81,12 @@ class TaskResultQuerySet(models.QuerySet["TaskResult"]):
         only): the publish that follows tells the caller the task exists,
         and a row lost by a crash of PostgreSQL is made again by the
         worker's first write (docs/delivery.md, "How a task is enqueued").
+        ``alone``: ``commits_alone()``, when the caller asked it already.
         """
         row = self.model.from_message(message, states.PENDING)
+        relaxed = self.commits_alone() if alone is None else alone
         if not self._upsert([row], [*UPDATE_FIELDS, *CALLER_FIELDS], only_if_allowed=False,
-                            relaxed=self.commits_alone()):
+                            relaxed=relaxed):
             self.bulk_create([row], update_conflicts=True, **self._on_task_id(),
                              update_fields=[*UPDATE_FIELDS, *CALLER_FIELDS])
 

@@ -25,10 +25,12 @@ def executor(broker, name: str = "wake/0.1") -> Executor:
     return ex
 
 
-def woken(ex: Executor, broker, items: list[tuple]) -> list[Delivery]:
-    """The executor's waiting fetch, woken by ``items`` published meanwhile."""
+def woken(ex: Executor, broker, items: list[tuple],
+          plan: WakeStart | None = None) -> list[Delivery]:
+    """The executor's waiting fetch, woken by ``items`` published meanwhile,
+    with ``plan`` (else the executor's own)."""
     threading.Timer(0.2, lambda: broker.publish(items)).start()
-    ex._woken = ex._wake_start()
+    ex._woken = plan or ex._wake_start()
     got = ex.consumer.fetch(ex.prefetch, 5.0, start=ex._woken)
     assert got, "the publish did not wake the fetch"
     return got
@@ -99,15 +101,14 @@ def test_a_warm_stop_runs_the_task_the_fetch_started_and_gives_the_rest_back(
     assert broker.queue_depths(["default"]) == {"default": 1}
 
 
-def test_a_task_started_with_flags_it_no_longer_has_is_squared_after_its_run(
-        broker, counter, settings):
+# A plan that says acks_late (not acked by the start), where the task now says otherwise.
+STALE = WakeStart({tasks.record.name: (False, True, True)})
+
+
+def test_a_task_started_with_flags_it_no_longer_has_is_squared_after_its_run(broker, counter):
     ex = executor(broker)
     key = counter("woken-flags")
-    message, body = prepared(tasks.record, key)
-    threading.Timer(0.2, lambda: broker.publish([(message, body)])).start()
-    # The plan said acks_late (not acked by the start); the task now says otherwise.
-    ex._woken = WakeStart({tasks.record.name: (False, True, True)})
-    [delivery] = ex.consumer.fetch(4, 5.0, start=ex._woken)
+    [delivery] = woken(ex, broker, [prepared(tasks.record, key)], STALE)
     assert delivery.started
     ex.handle(delivery)
     ex._flush_acks()
@@ -120,9 +121,8 @@ def test_a_task_started_with_flags_it_no_longer_has_is_not_run_once_revoked(brok
     ex = executor(broker)
     key = counter("woken-revoked")
     message, body = prepared(tasks.record, key)
-    threading.Timer(0.2, lambda: broker.publish([(message, body)])).start()
-    ex._woken = WakeStart({tasks.record.name: (False, True, True)})
-    [delivery] = ex.consumer.fetch(4, 5.0, start=ex._woken)
+    [delivery] = woken(ex, broker, [(message, body)], STALE)
+    assert delivery.started
     broker.revoke([message.id])  # before the start asked again with the task's own flags
     ex.handle(delivery)
     assert count(key) == 0

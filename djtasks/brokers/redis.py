@@ -679,8 +679,9 @@ class RedisConsumer(Consumer):
             if next_eta is not None:
                 wait = min(wait, max(float(next_eta) - now, 0.001))
             wait = max(wait, 0.001)
-            groups = self._groups(start) if b._held is not None else None
-            if groups is not None and b._held is not None:
+            if b._held is None:
+                b._call(b.client.blpop, self._wake_keys, timeout=wait)
+            elif (groups := self._groups(start)) is not None:
                 # The fetch rides behind the BLPOP, with the clock read before it,
                 # and starts the first frame: a woken executor has its frames, and
                 # its first task started, in the BLPOP's own round trip.
@@ -691,13 +692,11 @@ class RedisConsumer(Consumer):
                     first, *rest = self._deliveries(frames, revoked)
                     first.started = True
                     return [first, *rest]
-            elif b._held is not None:
+            else:
                 # The fetch rides behind the BLPOP, with the clock read before it:
                 # a woken executor has its frames in the BLPOP's own round trip.
                 frames, _, revoked = b._call(b._held.evalsha_after_blpop, self._wake, wait,
                                              b._fetch, keys, args)
-            else:
-                b._call(b.client.blpop, self._wake_keys, timeout=wait)
             if not frames and not revoked:
                 # Nothing yet, or only an eta that came due during the wait,
                 # which a fetch on the clock read now moves to its list.

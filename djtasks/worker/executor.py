@@ -260,11 +260,24 @@ class Executor(IgnoredRuns):
         ack, redeliver, store = _start_flags(task, message)
         if delivery.started:
             started = self._woke_started(delivery, message, (ack, redeliver, store))
-            if started is Started.RUN:
-                self._run_started(task, delivery, message, store)
-            elif started is Started.REVOKED:
-                self._revoked(task, message, "revoked", acked=True)
+        else:
+            started = self._start(delivery, message, ack, redeliver, store)
+        self._started = message.id if started is Started.RUN else None
+        if started is Started.REVOKED:
+            self._revoked(task, message, "revoked", acked=True)
             return
+        if started is Started.LOST and offer:
+            return  # another executor took the offer first: it runs there
+        if started is Started.LOST:
+            logger.warning("task %s[%s] was given back while waiting here (this executor's "
+                           "lease ran out); it runs elsewhere", message.task, message.id)
+            return
+        self._run_started(task, delivery, message, store)
+
+    def _start(self, delivery: Delivery, message: Message, ack: bool, redeliver: bool,
+               store: bool) -> Started:
+        """Start ``message`` (``Consumer.start``) with the late acks that wait
+        for a round trip; the last one held also fetches the next ones."""
         acks, self._acks = self._acks, []
         try:
             # At most once unless acks_late: acked here, before it runs.
@@ -282,17 +295,7 @@ class Executor(IgnoredRuns):
         except BrokerError:
             self._acks = acks + self._acks  # not sent: keep them for the next round trip
             raise
-        self._started = message.id if started is Started.RUN else None
-        if started is Started.REVOKED:
-            self._revoked(task, message, "revoked", acked=True)
-            return
-        if started is Started.LOST and offer:
-            return  # another executor took the offer first: it runs there
-        if started is Started.LOST:
-            logger.warning("task %s[%s] was given back while waiting here (this executor's "
-                           "lease ran out); it runs elsewhere", message.task, message.id)
-            return
-        self._run_started(task, delivery, message, store)
+        return started
 
     def _woke_started(self, delivery: Delivery, message: Message,
                       flags: tuple[bool, bool, bool]) -> Started:
